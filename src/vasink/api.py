@@ -1,0 +1,149 @@
+"""Switch VAR on and off on a loaded transformers model, and detect its sinks.
+
+    handle = vasink.enable(model, VARConfig.preset("general", sink_dims=(1415, 2533)))
+    model.generate(**inputs)        # VAR on
+    handle.disable()                # the model is exactly as loaded
+
+    with vasink.var(model, config):
+        model.generate(**inputs)
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from . import attention
+from .config import VARConfig
+from .models import adapter_for
+from .sinks import LayerSinks, SinkReport, resolve_sink_dims
+from .state import VARState, install_hooks
+
+HANDLE_ATTR = "_vasink_handle"
+SUPPORTED_BASE_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+class VARHandle:
+    """VAR switched on for one model; owns the per-call state and the hooks."""
+
+    def __init__(self, model: nn.Module, config: VARConfig):
+        self.model = model
+        self.adapter = adapter_for(model)
+        text_config = self.adapter.text_config(model)
+        self.original_implementation = text_config._attn_implementation
+        if self.original_implementation not in SUPPORTED_BASE_IMPLEMENTATIONS:
+            raise ValueError(
+                f"VAR runs on models loaded with attn_implementation in {SUPPORTED_BASE_IMPLEMENTATIONS}; this text "
+                f"backbone uses {self.original_implementation!r}. Reload with attn_implementation='sdpa'."
+            )
+        self._hooks: list = []
+        self.state: VARState | None = None
+        self.active = False
+        self._attach(config)
+
+    @property
+    def config(self) -> VARConfig:
+        return self.state.config
+
+    def _attach(self, config: VARConfig) -> None:
+        if not isinstance(config, VARConfig):
+            raise TypeError(f"config must be a vasink.VARConfig, got {type(config).__name__}")
+        text_config = self.adapter.text_config(self.model)
+        sink_dims = resolve_sink_dims(config.sink_dims, text_config)
+        state = VARState(self.model, self.adapter, config, sink_dims,
+                         original_implementation=self.original_implementation)
+        self.state = state
+        self._hooks = install_hooks(self.model, self.adapter, state)
+        for module in self.adapter.attention_modules(self.model):
+            setattr(module, attention.STATE_ATTR, state)
+        attention.register()
+        self.model.set_attn_implementation({self.adapter.text_config_key: attention.ATTENTION_NAME})
+        self.active = True
+
+    def _detach(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        for module in self.adapter.attention_modules(self.model):
+            if hasattr(module, attention.STATE_ATTR):
+                delattr(module, attention.STATE_ATTR)
+        self.model.set_attn_implementation({self.adapter.text_config_key: self.original_implementation})
+        self.active = False
+
+    def reconfigure(self, config: VARConfig) -> "VARHandle":
+        self._detach()
+        self._attach(config)
+        return self
+
+    def disable(self) -> None:
+        """Restore the model's original attention implementation and remove every hook."""
+        if not self.active:
+            return
+        self._detach()
+        if getattr(self.model, HANDLE_ATTR, None) is self:
+            delattr(self.model, HANDLE_ATTR)
+
+    def last_sinks(self) -> dict[int, torch.Tensor]:
+        """Sink masks (B, T) per modified layer found at the last prefill."""
+        return dict(self.state.sinks)
+
+    def __repr__(self) -> str:
+        return f"VARHandle({type(self.model).__name__}, active={self.active}, config={self.state.config})"
+
+
+def enable(model: nn.Module, config: VARConfig | None = None) -> VARHandle:
+    """Switch VAR on for ``model`` (enabling again replaces the config); returns the handle."""
+    config = config if config is not None else VARConfig()
+    existing = getattr(model, HANDLE_ATTR, None)
+    if existing is not None and existing.active:
+        return existing.reconfigure(config)
+    handle = VARHandle(model, config)
+    setattr(model, HANDLE_ATTR, handle)
+    return handle
+
+
+def disable(model: nn.Module) -> None:
+    """Switch VAR off for ``model``; a no-op when it is not on."""
+    handle = getattr(model, HANDLE_ATTR, None)
+    if handle is not None:
+        handle.disable()
+
+
+@contextmanager
+def var(model: nn.Module, config: VARConfig | None = None) -> Iterator[VARHandle]:
+    """``with vasink.var(model, config): ...`` runs the block with VAR on and restores the model after."""
+    previous = getattr(model, HANDLE_ATTR, None)
+    previous_config = previous.config if previous is not None and previous.active else None
+    handle = enable(model, config)
+    try:
+        yield handle
+    finally:
+        if previous_config is not None:
+            handle.reconfigure(previous_config)
+        else:
+            handle.disable()
+
+
+@torch.no_grad()
+def detect_sinks(model: nn.Module, inputs, config: VARConfig | None = None) -> SinkReport:
+    """Run one forward of ``inputs`` and report, per decoder layer, phi of every token and the sinks.
+
+    ``inputs``: the model's keyword inputs (a processor's BatchFeature or a dict with input_ids ...).
+    """
+    config = config if config is not None else VARConfig()
+    adapter = adapter_for(model)
+    sink_dims = resolve_sink_dims(config.sink_dims, adapter.text_config(model))
+    state = VARState(model, adapter, config, sink_dims, record_phi=True)
+    hooks = install_hooks(model, adapter, state)
+    try:
+        model(**inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    report = SinkReport(sink_dims=sink_dims, tau=config.tau)
+    for layer, phi in sorted(state.phi.items()):
+        report.layers[layer] = LayerSinks(layer, phi, state.sinks[layer], state.visual_keys)
+    return report

@@ -1,0 +1,200 @@
+"""The attention function vasink registers with transformers (``attn_implementation="vasink"``).
+
+Two paths compute the same thing (SPEC §2):
+
+- ``reference`` materializes ``[batch, heads, queries, keys]`` weights and calls :func:`redistribute`.
+- ``fast`` runs the stock SDPA kernel, then corrects only the eligible query rows with the identity
+  ``o' = o - p * o_S + p * m_S * o_N / m_N``: ``m_N`` and ``o_N / m_N`` come from one attention call
+  restricted to the non-sink visual keys (a kernel that returns the log-sum-exp, so masses are
+  ``exp(lse_N - lse)``), and the sink terms from the few sink keys directly. No weight tensor is built.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from .redistribute import redistribute, select_rows
+
+ATTENTION_NAME = "vasink"
+STATE_ATTR = "_vasink_state"
+ROW_CHUNK = 256  # eligible query rows per correction call: bounds the additive mask at ROW_CHUNK x keys
+
+
+def register() -> None:
+    """Register vasink's attention and mask functions with transformers (idempotent)."""
+    AttentionInterface.register(ATTENTION_NAME, var_attention_forward)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+
+
+def var_attention_forward(module: nn.Module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """query: (B, H, Q, hd); key, value: (B, Hkv, K, hd); attention_mask: bool (B, 1, Q, K) or None (causal)."""
+    state = getattr(module, STATE_ATTR, None)
+    if state is None:
+        raise RuntimeError(
+            "attention implementation 'vasink' reached a module that vasink.enable did not prepare; "
+            "switch models with vasink.enable(model, config) / vasink.disable(model), not by setting attn_implementation"
+        )
+    scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+    plan = state.plan(module.layer_idx, query.shape[2], key.shape[2])
+    if state.config.implementation == "reference":
+        return reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config)
+    if plan is None:
+        return stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
+    out, _ = stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
+    return correct_eligible_rows(out, query, key, value, attention_mask, scaling, plan, state.config), None
+
+
+def stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs):
+    """The model's own attention (sdpa or eager), as it runs without vasink."""
+    if state.original_implementation == "eager":
+        eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward")
+        additive = additive_mask(allowed_keys(attention_mask, query.shape[2], key.shape[2], query.device), query.dtype)
+        return eager(module, query, key, value, additive, scaling=scaling, dropout=dropout, **kwargs)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+
+
+# -- masks -------------------------------------------------------------------------------------------------
+
+
+def allowed_keys(attention_mask, num_queries: int, num_keys: int, device) -> torch.Tensor:
+    """Bool (B or 1, 1, Q, K): which keys each query may attend to. ``None`` means plain causal."""
+    if attention_mask is None:
+        query_pos = torch.arange(num_keys - num_queries, num_keys, device=device)
+        return (torch.arange(num_keys, device=device)[None, :] <= query_pos[:, None])[None, None]
+    if attention_mask.dtype == torch.bool:
+        return attention_mask
+    return attention_mask > torch.finfo(attention_mask.dtype).min / 2
+
+
+def allowed_rows(attention_mask, rows: torch.Tensor, num_queries: int, num_keys: int) -> torch.Tensor:
+    """Bool (B, 1, R, K) for the query rows ``rows`` (B, R) (values in [0, Q))."""
+    batch, num_rows = rows.shape
+    if attention_mask is None:
+        query_pos = rows + (num_keys - num_queries)  # (B, R)
+        return (torch.arange(num_keys, device=rows.device)[None, None, :] <= query_pos[..., None])[:, None]
+    allowed = allowed_keys(attention_mask, num_queries, num_keys, rows.device).expand(batch, -1, -1, -1)
+    return allowed.gather(2, rows[:, None, :, None].expand(batch, 1, num_rows, num_keys))
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+# -- reference path ----------------------------------------------------------------------------------------
+
+
+def reference_attention(module, query, key, value, attention_mask, scaling, plan, config):
+    """Eager attention with VAR applied to the materialized weights; returns the modified weights."""
+    groups = getattr(module, "num_key_value_groups", 1)
+    key_states, value_states = repeat_kv(key, groups), repeat_kv(value, groups)  # (B, H, K, hd)
+    scores = torch.matmul(query, key_states.transpose(2, 3)) * scaling  # (B, H, Q, K)
+    allowed = allowed_keys(attention_mask, query.shape[2], key.shape[2], query.device)
+    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32)
+    if plan is not None:
+        weights = redistribute(
+            weights, plan.visual_keys, plan.sink_keys, plan.eligible_queries,
+            rho=config.rho, p=config.p, min_visual_attention=config.min_visual_attention, compat=config.compat,
+            skip_without_visual_sink=config.skip_layers_without_visual_sink,
+        )
+    weights = weights.to(query.dtype)
+    out = torch.matmul(weights, value_states).transpose(1, 2).contiguous()  # (B, Q, H, hd)
+    return out, weights
+
+
+# -- fast path ---------------------------------------------------------------------------------------------
+
+
+def eligible_row_index(eligible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, Q) bool -> rows (B, E) with eligible positions first (padded with Q), valid (B, E) bool."""
+    counts = eligible.sum(1)
+    num_rows = int(counts.max())
+    order = torch.argsort((~eligible).to(torch.int8), dim=1, stable=True)[:, :num_rows]
+    valid = torch.arange(num_rows, device=eligible.device)[None, :] < counts[:, None]
+    return torch.where(valid, order, eligible.shape[1]), valid
+
+
+def attention_with_lse(query, key, value, allowed, scaling):
+    """Softmax attention that also returns the log-sum-exp of each row's logits.
+
+    query (B, H, R, hd), key/value (B, Hkv, K, hd), allowed bool (B, 1, R, K) -> out (B, H, R, hd), lse (B, H, R).
+    Rows with no allowed key give out 0 and an lse the caller must ignore.
+    """
+    batch, heads, num_rows, head_dim = query.shape
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads
+    # Fold the query heads of one KV group into the row axis instead of copying keys (GQA).
+    q = query.reshape(batch, kv_heads, groups * num_rows, head_dim)  # (B, Hkv, g*R, hd)
+    rows_allowed = allowed.expand(batch, 1, num_rows, -1).repeat(1, 1, groups, 1)  # (B, 1, g*R, K)
+    if query.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, key, value, attn_mask=additive_mask(rows_allowed, q.dtype), scale=scaling
+        )
+    else:  # bounded by ROW_CHUNK rows; a kernel that returns lse on this device would avoid the weights
+        scores = torch.matmul(q, key.transpose(2, 3)) * scaling
+        scores = scores.masked_fill(~rows_allowed, float("-inf"))
+        lse = torch.logsumexp(scores, dim=-1)
+        out = torch.matmul(torch.exp(scores - lse[..., None]).nan_to_num(0.0), value)
+    return out.reshape(batch, heads, num_rows, head_dim), lse.reshape(batch, heads, num_rows)
+
+
+def correct_eligible_rows(out, query, key, value, attention_mask, scaling, plan, config):
+    """Apply VAR to the stock output ``out`` (B, Q, H, hd) on the eligible rows of ``plan``."""
+    batch, heads, num_queries, head_dim = query.shape
+    num_keys = key.shape[2]
+    rows, row_valid = eligible_row_index(plan.eligible_queries)  # (B, E)
+    compute_dtype = torch.float32
+    key32, value32 = key.to(compute_dtype), value.to(compute_dtype)
+    sink_index, sink_valid = eligible_row_index(plan.sink_keys)  # (B, nS): sink key positions, padded with K
+    sink_index = sink_index.clamp_max(num_keys - 1)
+    sink_is_visual = plan.visual_keys.gather(1, sink_index) & sink_valid  # (B, nS)
+    nonsink_visual = plan.visual_keys & ~plan.sink_keys  # (B, K)
+    has_visual_sink = (plan.visual_keys & plan.sink_keys).any(-1)  # (B,)
+    num_visual = plan.visual_keys.sum(-1).to(compute_dtype)[:, None, None]  # (B, 1, 1)
+    groups = heads // key.shape[1]
+    gather_kv = sink_index[:, None, :, None].expand(batch, key.shape[1], -1, head_dim)
+    sink_keys = repeat_kv(key32.gather(2, gather_kv), groups)  # (B, H, nS, hd)
+    sink_values = repeat_kv(value32.gather(2, gather_kv), groups)
+    removed = config.removed_fraction
+
+    padded = torch.cat([out, out.new_zeros(batch, 1, heads, head_dim)], dim=1)  # row Q absorbs padding writes
+    for start in range(0, rows.shape[1], ROW_CHUNK):
+        chunk, chunk_valid = rows[:, start:start + ROW_CHUNK], row_valid[:, start:start + ROW_CHUNK]
+        safe = chunk.clamp_max(num_queries - 1)
+        q = query.gather(2, safe[:, None, :, None].expand(batch, heads, -1, head_dim)).to(compute_dtype)
+        allowed = allowed_rows(attention_mask, safe, num_queries, num_keys) | ~chunk_valid[:, None, :, None]
+        _, lse = attention_with_lse(q, key32, value32, allowed, scaling)  # (B, H, R)
+        allowed_nonsink = allowed & nonsink_visual[:, None, None, :]
+        nonsink_mean, lse_nonsink = attention_with_lse(q, key32, value32, allowed_nonsink, scaling)
+        has_nonsink = allowed_nonsink.any(-1)  # (B, 1, R)
+        nonsink_mass = torch.where(has_nonsink, torch.exp(lse_nonsink - lse), 0.0)  # m_N, (B, H, R)
+
+        sink_allowed = allowed.gather(3, sink_index[:, None, None, :].expand(batch, 1, q.shape[2], -1))
+        sink_allowed &= sink_valid[:, None, None, :]
+        sink_scores = torch.matmul(q, sink_keys.transpose(2, 3)) * scaling  # (B, H, R, nS)
+        sink_weights = torch.where(sink_allowed, torch.exp(sink_scores - lse[..., None]), 0.0)
+        sink_mass = sink_weights.sum(-1)  # m_S
+        visual_sink_mass = (sink_weights * sink_is_visual[:, None, None, :]).sum(-1)  # m_SV
+        sink_output = torch.matmul(sink_weights, sink_values)  # o_S, (B, H, R, hd)
+
+        selected = select_rows(
+            nonsink_mass + visual_sink_mass, visual_sink_mass, num_visual,
+            rho=config.rho, min_visual_attention=config.min_visual_attention, compat=config.compat,
+        )
+        selected &= chunk_valid[:, None, :] & (nonsink_mass > 0)
+        if config.skip_layers_without_visual_sink:
+            selected &= has_visual_sink[:, None, None]
+        delta = removed * (sink_mass[..., None] * nonsink_mean - sink_output)  # (B, H, R, hd)
+        delta = torch.where(selected[..., None], delta, 0.0).transpose(1, 2)  # (B, R, H, hd)
+
+        index = chunk[:, :, None, None].expand(-1, -1, heads, head_dim)
+        base = padded.gather(1, index)
+        padded = padded.scatter(1, index, (base.to(compute_dtype) + delta).to(out.dtype))
+    return padded[:, :num_queries]

@@ -1,0 +1,133 @@
+"""Per-call state of an enabled model: token layout, sinks per layer, prefill or decode.
+
+One :class:`VARState` belongs to one enabled handle (or one ``detect_sinks`` call). Forward pre-hooks
+fill it: the model's own hook reads ``input_ids`` / the cache to set the token layout, and a hook on
+each decoder layer computes phi on the hidden states entering that layer during prefill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import VARConfig
+from .models import ModelAdapter
+from .sinks import sink_dimension_value
+
+
+@dataclass
+class LayerPlan:
+    """What the attention function of one layer needs for one call; keys cover the whole cache."""
+
+    visual_keys: torch.Tensor  # (B, K) bool
+    sink_keys: torch.Tensor  # (B, K) bool
+    eligible_queries: torch.Tensor  # (B, Q) bool
+
+
+class VARState:
+    def __init__(self, model: nn.Module, adapter: ModelAdapter, config: VARConfig, sink_dims: tuple[int, ...],
+                 record_phi: bool = False, original_implementation: str = "sdpa"):
+        self.model = model
+        self.original_implementation = original_implementation  # what untouched layers run
+        self.adapter = adapter
+        self.config = config
+        self.sink_dims = sink_dims
+        self.num_layers = len(adapter.decoder_layers(model))
+        self.modified_layers = frozenset(config.modified_layers(self.num_layers))
+        self.record_phi = record_phi
+        self.reset()
+
+    def reset(self) -> None:
+        self.phase = "idle"
+        self.visual_keys: torch.Tensor | None = None  # (B, K) over every position seen in this sequence
+        self.valid_keys: torch.Tensor | None = None  # (B, K) False on padding
+        self.eligible_queries: torch.Tensor | None = None  # (B, Q) of the current call
+        self.sinks: dict[int, torch.Tensor] = {}  # layer -> (B, T_prefill) bool
+        self.phi: dict[int, torch.Tensor] = {}  # layer -> (B, T_prefill), only when record_phi
+
+    # -- hooks -------------------------------------------------------------------------------------------
+
+    def on_model_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            raise ValueError(
+                "vasink needs input_ids to find the image tokens; call the model with input_ids "
+                "(not inputs_embeds) while VAR or sink detection is active"
+            )
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        past = int(cache.get_seq_length()) if cache is not None else 0
+        attention_mask = kwargs.get("attention_mask")
+        batch, new = input_ids.shape
+        if past == 0:
+            self._begin_prefill(input_ids, attention_mask)
+        else:
+            self._begin_decode(batch, new, past, attention_mask, input_ids.device)
+
+    def _begin_prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+        self.reset()
+        self.phase = "prefill"
+        visual = self.adapter.visual_mask(self.model, input_ids)  # (B, T)
+        valid = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 \
+            else torch.ones_like(visual)
+        after_first_image = visual.long().cumsum(-1) > 0
+        self.visual_keys = visual & valid
+        self.valid_keys = valid
+        # Eligible queries at prefill: real, non-visual tokens after the first visual token.
+        self.eligible_queries = after_first_image & ~visual & valid
+
+    def _begin_decode(self, batch: int, new: int, past: int, attention_mask, device) -> None:
+        if self.visual_keys is None or self.visual_keys.shape[1] != past:
+            raise RuntimeError(
+                f"vasink saw a decode step over {past} cached tokens but no matching prefill "
+                f"(last prefill covered {None if self.visual_keys is None else self.visual_keys.shape[1]} tokens); "
+                "enable VAR before the first forward of a generation"
+            )
+        self.phase = "decode"
+        pad = torch.zeros(batch, new, dtype=torch.bool, device=device)
+        self.visual_keys = torch.cat([self.visual_keys, pad], dim=1)
+        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[1] == past + new:
+            self.valid_keys = attention_mask.bool()
+        else:
+            self.valid_keys = torch.cat([self.valid_keys, ~pad], dim=1)
+        self.eligible_queries = self.valid_keys[:, past:]
+
+    def on_layer_input(self, layer_idx: int, hidden_states: torch.Tensor) -> None:
+        if self.phase != "prefill":
+            return
+        if not (self.record_phi or layer_idx in self.modified_layers):
+            return
+        phi = sink_dimension_value(hidden_states, self.sink_dims)  # (B, T)
+        self.sinks[layer_idx] = (phi > self.config.tau) & self.valid_keys
+        if self.record_phi:
+            self.phi[layer_idx] = phi
+
+    # -- what the attention function asks --------------------------------------------------------------
+
+    def plan(self, layer_idx: int, num_queries: int, num_keys: int) -> LayerPlan | None:
+        """The VAR plan for this layer and call, or None when VAR leaves the layer untouched."""
+        if layer_idx not in self.modified_layers or layer_idx not in self.sinks:
+            return None
+        if self.visual_keys is None or self.visual_keys.shape[1] != num_keys:
+            return None  # a call the hooks did not see (e.g. a bare decoder forward): leave it as is
+        eligible = self.eligible_queries
+        if eligible is None or eligible.shape[1] != num_queries or not bool(eligible.any()):
+            return None
+        sinks = self.sinks[layer_idx]
+        if sinks.shape[1] < num_keys:  # decode: new tokens are never sinks (prefill's sinks are reused)
+            sinks = torch.cat([sinks, sinks.new_zeros(sinks.shape[0], num_keys - sinks.shape[1])], dim=1)
+        if self.config.skip_layers_without_visual_sink and not bool((sinks & self.visual_keys).any()):
+            return None
+        return LayerPlan(visual_keys=self.visual_keys, sink_keys=sinks, eligible_queries=eligible)
+
+
+def install_hooks(model: nn.Module, adapter: ModelAdapter, state: VARState) -> list:
+    """Register the state's pre-hooks; returns the hook handles (call ``.remove()`` on each)."""
+    handles = [model.register_forward_pre_hook(state.on_model_call, with_kwargs=True)]
+    for layer_idx, layer in enumerate(adapter.decoder_layers(model)):
+        def on_layer(module, args, kwargs, layer_idx=layer_idx):
+            hidden_states = args[0] if args else kwargs["hidden_states"]
+            state.on_layer_input(layer_idx, hidden_states)
+        handles.append(layer.register_forward_pre_hook(on_layer, with_kwargs=True))
+    return handles
