@@ -1,0 +1,126 @@
+"""The organism's scene generator, tokenizer/processor and training batches (no checkpoint needed)."""
+
+import numpy as np
+import pytest
+import torch
+
+from vasink.organism import build, data, scenes
+
+
+def _fingerprint(scene):
+    return (np.asarray(scene.image).tobytes(), [(o.shape, o.color, o.box) for o in scene.objects],
+            scene.questions)
+
+
+def test_sample_is_deterministic_per_seed():
+    a = scenes.sample("train", 5, seed=3)
+    b = scenes.sample("train", 5, seed=3)
+    c = scenes.sample("train", 5, seed=4)
+    assert [_fingerprint(s) for s in a] == [_fingerprint(s) for s in b]
+    assert [_fingerprint(s) for s in a] != [_fingerprint(s) for s in c]
+
+
+def test_splits_never_share_scenes():
+    images = {split: {np.asarray(s.image).tobytes() for s in scenes.sample(split, 50, seed=0)}
+              for split in scenes.SPLIT_IDS}
+    assert not images["train"] & images["validation"]
+    assert not images["train"] & images["test"]
+    assert not images["validation"] & images["test"]
+
+
+@pytest.mark.parametrize("split,n", [("dev", 3), ("TEST", 3), ("test", 0), ("test", -2)])
+def test_bad_input_is_a_clear_error(split, n):
+    with pytest.raises(ValueError, match="split|positive"):
+        scenes.sample(split, n, seed=0)
+
+
+def test_scene_contents_are_consistent():
+    for scene in scenes.sample("test", 40, seed=1):
+        assert scene.image.size == (scenes.IMAGE_SIZE, scenes.IMAGE_SIZE) and scene.image.mode == "RGB"
+        assert 1 <= len(scene.objects) <= 4
+        present = {o.shape for o in scene.objects}
+        for obj in scene.objects:
+            x0, y0, x1, y1 = obj.box
+            assert 0 <= x0 < x1 <= scenes.IMAGE_SIZE and 0 <= y0 < y1 <= scenes.IMAGE_SIZE
+            assert scene.object_mask[y0:y1, x0:x1].any()  # the object was drawn inside its box
+        families = {f for _, _, f in scene.questions}
+        assert {"existence-random", "existence-popular", "existence-adversarial", "counting",
+                "caption"} <= families
+        for question, answer, family in scene.questions:
+            assert family in scenes.FAMILIES
+            if family.startswith("existence"):
+                shape = question.split()[3]
+                assert answer == ("yes" if shape in present else "no")
+            elif family == "counting":
+                assert answer == scenes.NUMBER_WORDS[len(scene.objects)]
+            elif family == "attribute":
+                shape = question.split()[4]
+                assert [o.color for o in scene.objects if o.shape == shape] == [answer]
+            elif family == "caption":
+                assert sorted(scenes.caption_objects(answer)) == sorted(o.shape for o in scene.objects)
+
+
+def test_pope_negatives_follow_their_strategy():
+    for scene in scenes.sample("test", 40, seed=2):
+        present = {o.shape for o in scene.objects}
+        negatives = {f: q.split()[3] for q, a, f in scene.questions if a == "no" and f.startswith("existence")}
+        absent = [s for s in scenes.SHAPES if s not in present]
+        assert negatives["existence-popular"] == absent[0]
+        partners = {scenes.PARTNERS[s] for s in present} & set(absent)
+        if partners:
+            assert negatives["existence-adversarial"] in partners
+
+
+def test_tokenizer_round_trips_every_question():
+    tok = build.make_tokenizer()
+    for scene in scenes.sample("validation", 20, seed=0):
+        for question, answer, _ in scene.questions:
+            ids = tok(question)["input_ids"]
+            assert ids[0] == tok.bos_token_id
+            assert tok.unk_token_id not in ids
+            assert tok.decode(ids, skip_special_tokens=True) == question
+            assert tok.decode(tok(answer, add_special_tokens=False)["input_ids"]) == answer
+
+
+def test_processor_saves_and_loads_offline(tmp_path):
+    from transformers import AutoProcessor
+
+    build.make_processor().save_pretrained(tmp_path)
+    processor = AutoProcessor.from_pretrained(tmp_path, local_files_only=True)
+    scene = scenes.sample("test", 1, seed=0)[0]
+    from vasink.organism import build_inputs
+
+    inputs = build_inputs(processor, scene.image, "what color is the circle ?")
+    ids = inputs["input_ids"][0].tolist()
+    assert ids.count(processor.tokenizer.convert_tokens_to_ids(build.IMAGE)) == build.NUM_IMAGE_TOKENS
+    assert processor.tokenizer.decode(ids[-7:]) == "what color is the circle ? ASSISTANT:"
+    assert inputs["pixel_values"].shape == (1, 3, scenes.IMAGE_SIZE, scenes.IMAGE_SIZE)
+
+
+def test_build_inputs_left_pads_a_batch():
+    processor = build.make_processor()
+    from vasink.organism import build_inputs
+
+    images = [s.image for s in scenes.sample("test", 2, seed=0)]
+    inputs = build_inputs(processor, images, ["describe the image .", "is there a ring in the image ?"])
+    assert inputs["input_ids"].shape[0] == 2
+    assert inputs["attention_mask"][0, 0] == 0 and inputs["attention_mask"][1, 0] == 1  # short one padded left
+    assert (inputs["attention_mask"][:, -1] == 1).all()
+    with pytest.raises(ValueError):
+        build_inputs(processor, images, ["describe the image ."])
+
+
+def test_training_ids_match_the_processor():
+    """data.Encoder builds training sequences without the processor; they must be the same tokens and pixels."""
+    processor = build.make_processor()
+    encoder = data.Encoder()
+    scene = scenes.sample("train", 1, seed=5)[0]
+    turns = scene.questions[:2]
+    messages = []
+    for k, (q, a, _) in enumerate(turns):
+        content = ([{"type": "image"}] if k == 0 else []) + [{"type": "text", "text": q}]
+        messages += [{"role": "user", "content": content}, {"role": "assistant", "content": a}]
+    text = processor.apply_chat_template(messages, tokenize=False)
+    expected = processor(images=scene.image, text=text, return_tensors="pt")
+    assert encoder.dialogue(scene, turns, image=True) == expected["input_ids"][0].tolist()
+    assert torch.allclose(data.pixels([scene.image]), expected["pixel_values"], atol=1e-5)

@@ -1,0 +1,235 @@
+"""VAR on tiny random LLaVA models: bit-identity when off, fast = reference, planted sinks, generate."""
+
+import pytest
+import torch
+from conftest import BOS, IMAGE_TOKEN, SINK_DIMS, SinkPlanter, batch_inputs, num_patches, prompt_ids, tiny_llava
+from test_redistribute import loop_oracle
+from torch import nn
+
+import vasink
+from vasink import VARConfig
+
+CONFIG = VARConfig(tau=4.0, rho=0.5, p=0.6, min_visual_attention=0.2, sink_dims=SINK_DIMS)
+
+
+def logits(model, inputs, **kwargs):
+    with torch.no_grad():
+        return model(**inputs, **kwargs).logits
+
+
+@pytest.fixture
+def planted():
+    model = tiny_llava()
+    planter = SinkPlanter(model)
+    yield model
+    planter.remove()
+
+
+def test_enable_then_disable_is_bit_identical(planted):
+    inputs = batch_inputs([prompt_ids()])
+    before = logits(planted, inputs)
+    handle = vasink.enable(planted, CONFIG)
+    with_var = logits(planted, inputs)
+    handle.disable()
+    after = logits(planted, inputs)
+    assert not torch.allclose(with_var, before), "VAR must change this model's output"
+    assert torch.equal(after, before)
+    assert planted.config.text_config._attn_implementation == "sdpa"
+    assert not any(hasattr(layer.self_attn, "_vasink_state") for layer in planted.model.language_model.layers)
+
+
+def test_var_without_sinks_is_bit_identical(planted):
+    inputs = batch_inputs([prompt_ids()])
+    before = logits(planted, inputs)
+    with vasink.var(planted, CONFIG.replace(tau=7.9)):  # above every planted phi (max sqrt(64) = 8)
+        assert torch.equal(logits(planted, inputs), before)
+
+
+def test_detect_sinks_finds_exactly_the_planted_tokens(planted):
+    inputs = batch_inputs([prompt_ids(), prompt_ids(prefix=(BOS, 5, 6, 4))])
+    report = vasink.detect_sinks(planted, inputs, CONFIG)
+    planter_mask = SinkPlanter(tiny_llava(), patches=(2, 9)).planted_mask(inputs["input_ids"])
+    for layer in range(2, 5):
+        assert torch.equal(report[layer].sink_mask, planter_mask), layer
+        for row in range(2):
+            visual = report[layer].visual_sink_positions(row)
+            assert [int(inputs["input_ids"][row, j]) for j in visual] == [IMAGE_TOKEN, IMAGE_TOKEN]
+            text = report[layer].text_sink_positions(row)
+            assert len(text) == 1 and inputs["input_ids"][row, text[0]] == BOS
+    assert report.visual_sink_fraction(2) == pytest.approx(2 / num_patches())
+    assert not report[0].sink_mask.any() and not report[1].sink_mask.any()
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_fast_equals_reference(attn):
+    model = tiny_llava(attn_implementation=attn)
+    planter = SinkPlanter(model)
+    inputs = batch_inputs([prompt_ids(), prompt_ids(images=2, suffix=(7, 8))])
+    base = logits(model, inputs)
+    with vasink.var(model, CONFIG):
+        fast = logits(model, inputs)
+    with vasink.var(model, CONFIG.replace(implementation="reference")):
+        reference = logits(model, inputs)
+    planter.remove()
+    real = inputs["attention_mask"].bool()  # padded positions' outputs are never used
+    assert (fast - base)[real].abs().max() > 1e-3
+    torch.testing.assert_close(fast[real], reference[real], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("compat", ["paper", "released-code"])
+def test_reference_attentions_equal_oracle_on_stock_weights(compat):
+    """Layer 2 is the first modified layer: its input is the stock one, so VAR's change can be recomputed."""
+    model = tiny_llava(attn_implementation="eager")
+    planter = SinkPlanter(model)
+    inputs = batch_inputs([prompt_ids(), prompt_ids(prefix=(BOS, 5, 6))])
+    config = CONFIG.replace(compat=compat, rho=0.5 if compat == "paper" else 0.5, implementation="reference")
+    with torch.no_grad():
+        stock = model(**inputs, output_attentions=True)
+        report = vasink.detect_sinks(model, inputs, config)
+        with vasink.var(model, config):
+            modified = model(**inputs, output_attentions=True)
+    planter.remove()
+    ids = inputs["input_ids"]
+    visual = (ids == IMAGE_TOKEN)
+    queries = (visual.long().cumsum(-1) > 0) & ~visual & inputs["attention_mask"].bool()
+    want = loop_oracle(stock.attentions[2], visual, report[2].sink_mask, queries,
+                       config.rho, config.p, config.min_visual_attention, compat)
+    got = modified.attentions[2]
+    assert not torch.allclose(got, stock.attentions[2])
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(modified.attentions[1], stock.attentions[1], rtol=0, atol=0)
+
+
+def test_last_layer_modified_only_in_released_code_mode(planted):
+    inputs = batch_inputs([prompt_ids()])
+    base = logits(planted, inputs)
+    last_only = CONFIG.replace(layers=(4,))
+    with vasink.var(planted, last_only):
+        assert torch.equal(logits(planted, inputs), base)
+    with vasink.var(planted, last_only.replace(compat="released-code", rho=0.5, p=0.4)):
+        assert not torch.allclose(logits(planted, inputs), base)
+
+
+def test_no_image_prompt_is_a_no_op(planted):
+    inputs = batch_inputs([[BOS, 5, 6, 7, 8]])
+    base = logits(planted, inputs)
+    with vasink.var(planted, CONFIG):
+        assert torch.equal(logits(planted, inputs), base)
+
+
+def test_one_image_token():
+    model = tiny_llava(image_size=7)  # one patch: the image is a single visual token
+    planter = SinkPlanter(model, patches=())
+    inputs = batch_inputs([prompt_ids(image_size=7)], image_size=7)
+    with vasink.var(model, CONFIG):
+        fast = logits(model, inputs)
+    with vasink.var(model, CONFIG.replace(implementation="reference")):
+        reference = logits(model, inputs)
+    planter.remove()
+    assert torch.isfinite(fast).all()
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_all_visual_tokens_sinks_no_nan():
+    model = tiny_llava()
+    planter = SinkPlanter(model, patches=tuple(range(num_patches())))
+    inputs = batch_inputs([prompt_ids()])
+    base = logits(model, inputs)
+    for implementation in ("fast", "reference"):
+        with vasink.var(model, CONFIG.replace(implementation=implementation)):
+            out = logits(model, inputs)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out, base, rtol=1e-5, atol=1e-5)  # no non-sink visual mass: nothing moves
+    planter.remove()
+
+
+def generate(model, inputs, use_cache=True, new=6):
+    with torch.no_grad():
+        return model.generate(**inputs, max_new_tokens=new, do_sample=False, use_cache=use_cache)
+
+
+@pytest.mark.parametrize("implementation", ["fast", "reference"])
+def test_generate_cached_equals_uncached(planted, implementation):
+    inputs = batch_inputs([prompt_ids()])
+    with vasink.var(planted, CONFIG.replace(implementation=implementation)):
+        cached = generate(planted, inputs)
+        uncached = generate(planted, inputs, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_generate_fast_equals_reference_and_differs_from_stock(planted):
+    inputs = batch_inputs([prompt_ids(), prompt_ids(prefix=(BOS, 5, 6))])
+    stock = generate(planted, inputs, new=8)
+    with vasink.var(planted, CONFIG):
+        fast = generate(planted, inputs, new=8)
+    with vasink.var(planted, CONFIG.replace(implementation="reference")):
+        reference = generate(planted, inputs, new=8)
+    assert torch.equal(fast, reference)
+    assert not torch.equal(fast, stock)
+
+
+def test_padded_batch_equals_each_prompt_alone(planted):
+    prompts = [prompt_ids(), prompt_ids(prefix=(BOS, 5, 6, 4, 3), suffix=(7, 8)), prompt_ids(images=2)]
+    batch = batch_inputs(prompts)
+    with vasink.var(planted, CONFIG):
+        together = generate(planted, batch)
+        new_together = together[:, batch["input_ids"].shape[1]:]
+        image = 0
+        for row, ids in enumerate(prompts):
+            n_images = ids.count(IMAGE_TOKEN) // num_patches()
+            alone_inputs = batch_inputs([ids])
+            alone_inputs["pixel_values"] = batch["pixel_values"][image:image + n_images]
+            image += n_images
+            alone = generate(planted, alone_inputs)
+            assert torch.equal(alone[0, len(ids):], new_together[row]), row
+
+
+def test_enable_twice_replaces_config_and_context_restores(planted):
+    inputs = batch_inputs([prompt_ids()])
+    base = logits(planted, inputs)
+    first = vasink.enable(planted, CONFIG.replace(p=0.2))
+    second = vasink.enable(planted, CONFIG.replace(p=0.9))
+    assert first is second and second.config.p == 0.9
+    with vasink.var(planted, CONFIG.replace(p=0.9)):
+        strong = logits(planted, inputs)
+    assert torch.equal(logits(planted, inputs), strong)  # still on, p=0.9, after the with block
+    vasink.disable(planted)
+    assert torch.equal(logits(planted, inputs), base)
+
+
+def test_half_precision_runs_and_agrees():
+    model = tiny_llava().to(torch.bfloat16)
+    planter = SinkPlanter(model)
+    inputs = batch_inputs([prompt_ids()])
+    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+    with vasink.var(model, CONFIG):
+        fast = logits(model, inputs).float()
+    with vasink.var(model, CONFIG.replace(implementation="reference")):
+        reference = logits(model, inputs).float()
+    planter.remove()
+    assert torch.isfinite(fast).all()
+    torch.testing.assert_close(fast, reference, rtol=0.05, atol=0.05)
+
+
+def test_unsupported_model_lists_supported():
+    class TinyThing(nn.Module):
+        pass
+
+    with pytest.raises(vasink.UnsupportedModelError, match="LlavaForConditionalGeneration.*register_adapter"):
+        vasink.enable(TinyThing(), CONFIG)
+
+
+def test_sink_dims_out_of_range_for_model(planted):
+    with pytest.raises(ValueError, match="out of range for hidden size 64"):
+        vasink.enable(planted, CONFIG.replace(sink_dims=(64,)))
+    with pytest.raises(ValueError, match="find_sink_dims"):
+        vasink.enable(planted, VARConfig())  # "auto" on a model not in the known table
+
+
+def test_inputs_embeds_is_a_clear_error():
+    planted = tiny_llava()
+    inputs = batch_inputs([[BOS, 5, 6]])
+    embeds = planted.get_input_embeddings()(inputs["input_ids"])
+    with vasink.var(planted, CONFIG):
+        with pytest.raises(ValueError, match="input_ids"):
+            planted(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
