@@ -114,3 +114,28 @@ class SinkPlanter:
 @pytest.fixture
 def model():
     return tiny_llava()
+
+
+def tiny_processor(image_size: int = 28):
+    """A LlavaProcessor with a word-level tokenizer whose ids fit tiny_llava (image token 99)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerFast
+
+    named = ["<pad>", "<s>", "</s>", "<unk>", "user", ":", "assistant", "describe", "the", "image", ".", "what", "is",
+             "in", "picture", "?", "there", "a", "person", "colour", "largest", "object"]
+    words = named + [f"w{i}" for i in range(len(named), IMAGE_TOKEN)] + ["<image>"]
+    vocab = {w: i for i, w in enumerate(words)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                        pad_token="<pad>", unk_token="<unk>", padding_side="left")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    template = ("<s>{% for m in messages %}{{ m['role'] }} : {% for c in m['content'] %}"
+                "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}{% endfor %}"
+                "{% if add_generation_prompt %}assistant : {% endif %}")
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=7,
+                          vision_feature_select_strategy="default", image_token="<image>", chat_template=template,
+                          num_additional_image_tokens=1)

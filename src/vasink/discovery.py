@@ -96,7 +96,7 @@ def find_sink_dims(model: nn.Module, processor, prompts=None, images=None, *, mi
     if not prompts or not images:
         raise ValueError("find_sink_dims needs at least one prompt and one image")
     # Random vectors have max |x_d|/RMS near 3; massive means a large share of sqrt(hidden), the ceiling of phi.
-    min_ratio = min_ratio if min_ratio is not None else max(6.0, 0.25 * math.sqrt(hidden_size))
+    min_ratio = min_ratio if min_ratio is not None else max(4.5, 0.25 * math.sqrt(hidden_size))
 
     captured: dict[int, torch.Tensor] = {}
     hooks = [layer.register_forward_pre_hook(

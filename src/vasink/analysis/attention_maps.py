@@ -1,0 +1,61 @@
+"""Text-to-image attention and sink masks laid out on the image's patch grid."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..api import var
+from ..config import VARConfig
+from ..models import adapter_for
+
+
+def image_grids(model: nn.Module, input_ids: torch.Tensor) -> list[list[tuple[int, int, torch.Tensor]]]:
+    """Per batch row, per image: ``(rows, cols, positions)`` of its visual tokens in raster order.
+
+    LLaVA-1.5 places a square grid of patch tokens per image in one contiguous block.
+    """
+    visual = adapter_for(model).visual_mask(model, input_ids)  # (B, T)
+    grids = []
+    for row in visual:
+        positions = row.nonzero().flatten()
+        breaks = (positions[1:] - positions[:-1] != 1).nonzero().flatten() + 1
+        blocks = torch.tensor_split(positions, breaks.tolist()) if len(positions) else []
+        per_image = []
+        for block in blocks:
+            side = math.isqrt(len(block))
+            if side * side != len(block):
+                raise ValueError(f"an image block of {len(block)} tokens is not a square grid")
+            per_image.append((side, side, block))
+        grids.append(per_image)
+    return grids
+
+
+@torch.no_grad()
+def text_to_image_attention(model: nn.Module, inputs, config: VARConfig, *, var_on: bool, layers=None,
+                            heads=None, query: int = -1) -> torch.Tensor:
+    """Attention of one query token to the first image's patches, ``(rows, cols)``, averaged over layers/heads.
+
+    Uses the reference path (materialized weights) for one forward; ``var_on=False`` runs the same path
+    with nothing moved (p = 0), so both maps come from the same computation.
+    """
+    run_config = config.replace(implementation="reference", **({} if var_on else {"p": 0.0 if config.compat == "paper" else 1.0}))
+    with var(model, run_config):
+        out = model(**inputs, output_attentions=True)
+    attentions = out.attentions  # tuple per layer of (B, H, Q, K)
+    num_layers = len(attentions)
+    layers = list(layers) if layers is not None else list(range(2, num_layers))
+    bad = [layer for layer in layers if not 0 <= layer < num_layers]
+    if bad:
+        raise ValueError(f"layers {bad} out of range: the model has {num_layers} decoder layers")
+    stacked = torch.stack([attentions[layer][0] for layer in layers]).float()  # (L, H, Q, K)
+    if heads is not None:
+        bad = [h for h in heads if not 0 <= h < stacked.shape[1]]
+        if bad:
+            raise ValueError(f"heads {bad} out of range: the model has {stacked.shape[1]} heads")
+        stacked = stacked[:, list(heads)]
+    rows, cols, positions = image_grids(model, inputs["input_ids"])[0][0]
+    row_weights = stacked[:, :, query].mean(dim=(0, 1))  # (K,)
+    return row_weights[positions].reshape(rows, cols)
