@@ -25,6 +25,7 @@ from .redistribute import redistribute, select_rows
 ATTENTION_NAME = "vasink"
 STATE_ATTR = "_vasink_state"
 ROW_CHUNK = 256  # eligible query rows per correction call: bounds the additive mask at ROW_CHUNK x keys
+SMALL_ROWS = 4  # calls with at most this many query rows (decode) take the direct path: (heads x keys) per row
 
 
 def register() -> None:
@@ -47,8 +48,31 @@ def var_attention_forward(module: nn.Module, query, key, value, attention_mask, 
         return reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config)
     if plan is None:
         return stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
-    out, _ = stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
-    return correct_eligible_rows(out, query, key, value, attention_mask, scaling, plan, state.config), None
+    if query.shape[2] <= SMALL_ROWS:
+        # Decode: a row's weights are (heads x keys), the size SDPA itself builds; one pass beats three.
+        out, _ = reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config)
+        return out, None
+    if query.device.type == "cpu":  # the CPU flash kernel returns the log-sum-exp of every row for free
+        out, lse = cpu_attention_with_lse(module, query, key, value, attention_mask, scaling)
+    else:
+        out, _ = stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
+        lse = None
+    return correct_eligible_rows(out, lse, query, key, value, attention_mask, scaling, plan, state.config), None
+
+
+def cpu_attention_with_lse(module, query, key, value, attention_mask, scaling):
+    """SDPA's CPU flash kernel, called directly to keep its log-sum-exp: out (B, Q, H, hd), lse (B, H, Q)."""
+    groups = getattr(module, "num_key_value_groups", 1)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    num_queries, num_keys = query.shape[2], key.shape[2]
+    if attention_mask is None and num_queries == num_keys:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, is_causal=True,
+                                                                              scale=scaling)
+    else:
+        allowed = allowed_keys(attention_mask, num_queries, num_keys, query.device)
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, attn_mask=additive_mask(allowed, query.dtype), scale=scaling)
+    return out.transpose(1, 2).contiguous(), lse
 
 
 def stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs):
@@ -145,56 +169,87 @@ def attention_with_lse(query, key, value, allowed, scaling):
     return out.reshape(batch, heads, num_rows, head_dim), lse.reshape(batch, heads, num_rows)
 
 
-def correct_eligible_rows(out, query, key, value, attention_mask, scaling, plan, config):
-    """Apply VAR to the stock output ``out`` (B, Q, H, hd) on the eligible rows of ``plan``."""
+def correct_eligible_rows(out, lse, query, key, value, attention_mask, scaling, plan, config):
+    """Apply VAR to the stock output ``out`` (B, Q, H, hd) on the eligible rows of ``plan``.
+
+    ``lse`` (B, H, Q): the log-sum-exp of each row's logits when the kernel gave it, else None.
+    """
     batch, heads, num_queries, head_dim = query.shape
     num_keys = key.shape[2]
     rows, row_valid = eligible_row_index(plan.eligible_queries)  # (B, E)
-    compute_dtype = torch.float32
-    key32, value32 = key.to(compute_dtype), value.to(compute_dtype)
-    sink_index, sink_valid = eligible_row_index(plan.sink_keys)  # (B, nS): sink key positions, padded with K
-    sink_index = sink_index.clamp_max(num_keys - 1)
-    sink_is_visual = plan.visual_keys.gather(1, sink_index) & sink_valid  # (B, nS)
-    nonsink_visual = plan.visual_keys & ~plan.sink_keys  # (B, K)
-    has_visual_sink = (plan.visual_keys & plan.sink_keys).any(-1)  # (B,)
-    num_visual = plan.visual_keys.sum(-1).to(compute_dtype)[:, None, None]  # (B, 1, 1)
+    key32, value32 = key.float(), value.float()
     groups = heads // key.shape[1]
-    gather_kv = sink_index[:, None, :, None].expand(batch, key.shape[1], -1, head_dim)
-    sink_keys = repeat_kv(key32.gather(2, gather_kv), groups)  # (B, H, nS, hd)
-    sink_values = repeat_kv(value32.gather(2, gather_kv), groups)
+    keys = KeyGroups(plan, key32, value32, groups)
     removed = config.removed_fraction
 
-    padded = torch.cat([out, out.new_zeros(batch, 1, heads, head_dim)], dim=1)  # row Q absorbs padding writes
+    batch_index = torch.arange(batch, device=out.device)[:, None]
     for start in range(0, rows.shape[1], ROW_CHUNK):
         chunk, chunk_valid = rows[:, start:start + ROW_CHUNK], row_valid[:, start:start + ROW_CHUNK]
         safe = chunk.clamp_max(num_queries - 1)
-        q = query.gather(2, safe[:, None, :, None].expand(batch, heads, -1, head_dim)).to(compute_dtype)
+        q = query.gather(2, safe[:, None, :, None].expand(batch, heads, -1, head_dim)).float()  # (B, H, R, hd)
         allowed = allowed_rows(attention_mask, safe, num_queries, num_keys) | ~chunk_valid[:, None, :, None]
-        _, lse = attention_with_lse(q, key32, value32, allowed, scaling)  # (B, H, R)
-        allowed_nonsink = allowed & nonsink_visual[:, None, None, :]
-        nonsink_mean, lse_nonsink = attention_with_lse(q, key32, value32, allowed_nonsink, scaling)
-        has_nonsink = allowed_nonsink.any(-1)  # (B, 1, R)
-        nonsink_mass = torch.where(has_nonsink, torch.exp(lse_nonsink - lse), 0.0)  # m_N, (B, H, R)
-
-        sink_allowed = allowed.gather(3, sink_index[:, None, None, :].expand(batch, 1, q.shape[2], -1))
-        sink_allowed &= sink_valid[:, None, None, :]
-        sink_scores = torch.matmul(q, sink_keys.transpose(2, 3)) * scaling  # (B, H, R, nS)
-        sink_weights = torch.where(sink_allowed, torch.exp(sink_scores - lse[..., None]), 0.0)
-        sink_mass = sink_weights.sum(-1)  # m_S
-        visual_sink_mass = (sink_weights * sink_is_visual[:, None, None, :]).sum(-1)  # m_SV
-        sink_output = torch.matmul(sink_weights, sink_values)  # o_S, (B, H, R, hd)
+        rows_lse = None if lse is None else lse.gather(2, safe[:, None, :].expand(batch, heads, -1)).float()
+        sink_mass, visual_sink_mass, nonsink_mass, sink_output, nonsink_output = group_masses(
+            q, keys, allowed, scaling, rows_lse)
 
         selected = select_rows(
-            nonsink_mass + visual_sink_mass, visual_sink_mass, num_visual,
+            nonsink_mass + visual_sink_mass, visual_sink_mass, keys.num_visual,
             rho=config.rho, min_visual_attention=config.min_visual_attention, compat=config.compat,
         )
         selected &= chunk_valid[:, None, :] & (nonsink_mass > 0)
         if config.skip_layers_without_visual_sink:
-            selected &= has_visual_sink[:, None, None]
-        delta = removed * (sink_mass[..., None] * nonsink_mean - sink_output)  # (B, H, R, hd)
+            selected &= keys.has_visual_sink[:, None, None]
+        # o' = o - p o_S + (p m_S / m_N) o_N
+        gain = removed * sink_mass / nonsink_mass.clamp_min(torch.finfo(torch.float32).tiny)
+        delta = gain[..., None] * nonsink_output - removed * sink_output  # (B, H, R, hd)
         delta = torch.where(selected[..., None], delta, 0.0).transpose(1, 2)  # (B, R, H, hd)
 
-        index = chunk[:, :, None, None].expand(-1, -1, heads, head_dim)
-        base = padded.gather(1, index)
-        padded = padded.scatter(1, index, (base.to(compute_dtype) + delta).to(out.dtype))
-    return padded[:, :num_queries]
+        # ``out`` is this call's own fresh tensor: write the corrected rows in place.
+        rows_b, rows_q = batch_index.expand_as(safe)[chunk_valid], safe[chunk_valid]
+        out[rows_b, rows_q] = (out[rows_b, rows_q].float() + delta[chunk_valid]).to(out.dtype)
+    return out
+
+
+class KeyGroups:
+    """The key groups VAR rescales, for one layer call: sinks S, visual sinks, non-sink visual N."""
+
+    def __init__(self, plan, key32, value32, groups: int):
+        batch, kv_heads, num_keys, head_dim = key32.shape
+        self.key, self.value, self.groups = key32, value32, groups
+        self.sink = plan.sink_keys  # (B, K)
+        self.visual_sink = plan.visual_keys & plan.sink_keys
+        self.nonsink_visual = plan.visual_keys & ~plan.sink_keys
+        self.has_visual_sink = self.visual_sink.any(-1)  # (B,)
+        self.num_visual = plan.visual_keys.sum(-1).float()[:, None, None]  # (B, 1, 1)
+        index, valid = eligible_row_index(plan.sink_keys)  # (B, nS) sink positions, padded with K
+        self.sink_index = index.clamp_max(num_keys - 1)
+        self.sink_valid = valid
+        self.sink_is_visual = plan.visual_keys.gather(1, self.sink_index) & valid  # (B, nS)
+        gather = self.sink_index[:, None, :, None].expand(batch, kv_heads, -1, head_dim)
+        self.sink_keys = repeat_kv(key32.gather(2, gather), groups)  # (B, H, nS, hd): a handful of tokens
+        self.sink_values = repeat_kv(value32.gather(2, gather), groups)
+
+
+def group_masses(q, keys: KeyGroups, allowed, scaling, lse=None):
+    """Masses and outputs of the key groups for query rows ``q`` (B, H, R, hd), without the weight tensor.
+
+    ``lse`` (B, H, R): the rows' log-sum-exp if known. Returns m_S, m_SV, m_N (B, H, R) and the unnormalized
+    group outputs o_S, o_N (B, H, R, hd).
+    """
+    batch, _, num_rows, _ = q.shape
+    if lse is None:
+        _, lse = attention_with_lse(q, keys.key, keys.value, allowed, scaling)  # (B, H, R)
+    allowed_nonsink = allowed & keys.nonsink_visual[:, None, None, :]
+    nonsink_mean, lse_nonsink = attention_with_lse(q, keys.key, keys.value, allowed_nonsink, scaling)
+    has_nonsink = allowed_nonsink.any(-1)  # (B, 1, R)
+    nonsink_mass = torch.where(has_nonsink, torch.exp(lse_nonsink - lse), 0.0)
+    nonsink_mean = torch.where(has_nonsink[..., None], nonsink_mean, 0.0)
+
+    sink_allowed = allowed.gather(3, keys.sink_index[:, None, None, :].expand(batch, 1, num_rows, -1))
+    sink_allowed = sink_allowed & keys.sink_valid[:, None, None, :]
+    sink_scores = torch.matmul(q, keys.sink_keys.transpose(2, 3)) * scaling  # (B, H, R, nS)
+    sink_weights = torch.where(sink_allowed, torch.exp(sink_scores - lse[..., None]), 0.0)
+    sink_mass = sink_weights.sum(-1)
+    visual_sink_mass = (sink_weights * keys.sink_is_visual[:, None, None, :]).sum(-1)
+    sink_output = torch.matmul(sink_weights, keys.sink_values)
+    return sink_mass, visual_sink_mass, nonsink_mass, sink_output, nonsink_mean * nonsink_mass[..., None]

@@ -45,12 +45,18 @@ class Encoder:
         return ids
 
     def batch(self, rng: np.random.Generator, batch_scenes: list[scenes.Scene], image: bool,
-              max_turns: int = 4) -> dict[str, torch.Tensor]:
+              max_turns: int = 4, pack: int = 1) -> dict[str, torch.Tensor]:
+        """One sequence per ``pack`` scenes (pack > 1 only without images: the dialogues follow each other
+        after a single BOS)."""
         seqs = []
-        for scene in batch_scenes:
-            order = rng.permutation(len(scene.questions))
-            k = int(rng.integers(1, max_turns + 1))
-            seqs.append(self.dialogue(scene, [scene.questions[i] for i in order[:k]], image))
+        for k0 in range(0, len(batch_scenes), pack):
+            seq = []
+            for scene in batch_scenes[k0:k0 + pack]:
+                order = rng.permutation(len(scene.questions))
+                k = int(rng.integers(1, max_turns + 1))
+                ids = self.dialogue(scene, [scene.questions[i] for i in order[:k]], image)
+                seq += ids if not seq else ids[1:]
+            seqs.append(seq)
         width = max(map(len, seqs))
         input_ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
         attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -62,7 +68,7 @@ class Encoder:
         labels[:, 0] = IGNORE  # nothing predicts BOS
         out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
         if image:
-            out["pixel_values"] = pixels([s.image for s in batch_scenes])
+            out["pixel_values"] = pixels([s.image for s in batch_scenes[::pack]])
         return out
 
 

@@ -32,6 +32,7 @@ class Recipe:
     image_steps: int = 3000        # stage 2: the full LLaVA on images + dialogues
     batch_size: int = 32
     max_turns: int = 4             # dialogue turns per training sequence
+    text_pack: int = 1             # text stage: dialogues of this many scenes in one sequence
     lr: float = 3e-3
     min_lr_ratio: float = 0.1      # cosine decay over the last decay_frac of each stage down to lr * this
     decay_frac: float = 0.2
@@ -92,8 +93,9 @@ def train(out_dir, seed: int = 0, minutes: float | None = None, resume: bool = T
         stage_start, stage_steps = (recipe.text_steps, recipe.image_steps) if image else (0, recipe.text_steps)
         # A fresh stream per step: the run is reproducible from the seed, also across a resume.
         rng = np.random.default_rng([seed, step])
-        batch_scenes = [scenes.make_scene(rng) for _ in range(recipe.batch_size)]
-        batch = encoder.batch(rng, batch_scenes, image=image, max_turns=recipe.max_turns)
+        pack = 1 if image else recipe.text_pack
+        batch_scenes = [scenes.make_scene(rng) for _ in range(recipe.batch_size * pack)]
+        batch = encoder.batch(rng, batch_scenes, image=image, max_turns=recipe.max_turns, pack=pack)
         lr = lr_at(recipe, step, stage_start, stage_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -174,7 +176,9 @@ def monitor(model, encoder: data.Encoder, monitor_scenes, image: bool) -> dict:
         top = bos_rel.mean(0).topk(2)
         dims = top.indices.tolist()
         phi = rel[..., dims].amax(-1)  # phi on BOS's top-2 dims
+        norms = x.norm(dim=-1)
         entry = {"l": l, "dims": dims, "bos_phi": round(phi[bos_pos].mean().item(), 2),
+                 "bos_norm_x": round((norms[bos_pos].mean() / norms[text].median()).item(), 2),
                  "text_med": round(phi[text].median().item(), 2),
                  "text_maxall": round(rel[text].amax(-1).median().item(), 2)}
         if image:
