@@ -233,3 +233,26 @@ def test_inputs_embeds_is_a_clear_error():
     with vasink.var(planted, CONFIG):
         with pytest.raises(ValueError, match="input_ids"):
             planted(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
+
+
+@pytest.mark.parametrize("kernel_devices, small_rows", [((), 4), (("cpu",), 0), ((), 0)])
+def test_fast_path_variants_equal_reference(monkeypatch, kernel_devices, small_rows):
+    """The portable path (stock SDPA + log-sum-exp from a bounded math pass) and the prefill path for decode rows."""
+    import vasink.attention as attention
+
+    monkeypatch.setattr(attention, "KERNEL_LSE_DEVICES", kernel_devices)
+    monkeypatch.setattr(attention, "SMALL_ROWS", small_rows)
+    monkeypatch.setattr(attention, "ROW_CHUNK", 3)  # several row chunks per call
+    model = tiny_llava()
+    planter = SinkPlanter(model)
+    inputs = batch_inputs([prompt_ids(), prompt_ids(images=2, suffix=(7, 8))])
+    with vasink.var(model, CONFIG):
+        fast = logits(model, inputs)
+        fast_tokens = generate(model, inputs)
+    with vasink.var(model, CONFIG.replace(implementation="reference")):
+        reference = logits(model, inputs)
+        reference_tokens = generate(model, inputs)
+    planter.remove()
+    real = inputs["attention_mask"].bool()
+    torch.testing.assert_close(fast[real], reference[real], rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast_tokens, reference_tokens)

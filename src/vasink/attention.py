@@ -25,6 +25,7 @@ from .redistribute import redistribute, select_rows
 ATTENTION_NAME = "vasink"
 STATE_ATTR = "_vasink_state"
 ROW_CHUNK = 256  # eligible query rows per correction call: bounds the additive mask at ROW_CHUNK x keys
+KERNEL_LSE_DEVICES = ("cpu",)  # devices whose SDPA kernel we call directly for its log-sum-exp
 SMALL_ROWS = 4  # calls with at most this many query rows (decode) take the direct path: (heads x keys) per row
 
 
@@ -52,7 +53,7 @@ def var_attention_forward(module: nn.Module, query, key, value, attention_mask, 
         # Decode: a row's weights are (heads x keys), the size SDPA itself builds; one pass beats three.
         out, _ = reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config)
         return out, None
-    if query.device.type == "cpu":  # the CPU flash kernel returns the log-sum-exp of every row for free
+    if query.device.type in KERNEL_LSE_DEVICES:  # the CPU flash kernel returns every row's log-sum-exp for free
         out, lse = cpu_attention_with_lse(module, query, key, value, attention_mask, scaling)
     else:
         out, _ = stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
@@ -157,7 +158,7 @@ def attention_with_lse(query, key, value, allowed, scaling):
     # Fold the query heads of one KV group into the row axis instead of copying keys (GQA).
     q = query.reshape(batch, kv_heads, groups * num_rows, head_dim)  # (B, Hkv, g*R, hd)
     rows_allowed = allowed.expand(batch, 1, num_rows, -1).repeat(1, 1, groups, 1)  # (B, 1, g*R, K)
-    if query.device.type == "cpu":
+    if query.device.type in KERNEL_LSE_DEVICES:
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             q, key, value, attn_mask=additive_mask(rows_allowed, q.dtype), scale=scaling
         )

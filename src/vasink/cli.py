@@ -1,48 +1,34 @@
-"""The ``vasink`` command line."""
+"""The ``vasink`` command line.
+
+Each command group lives in its own module with ``add_commands(subparsers)``, which adds its parsers and
+sets ``func(args) -> int`` on each; this file only collects them (``COMMAND_MODULES``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+COMMAND_MODULES = ("vasink.cli_core",)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vasink", description="Visual attention sinks and VAR for multimodal LLMs")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    demo = commands.add_parser("demo", help="run the shipped organism on a few scenes, VAR off and on")
-    demo.add_argument("--out", default="vasink-demo", help="folder for the figures (default: vasink-demo)")
-    demo.add_argument("--scenes", type=int, default=4, help="number of test scenes (default: 4)")
-    demo.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
-
-    organism = commands.add_parser("organism", help="the shipped small model")
-    organism_commands = organism.add_subparsers(dest="organism_command", required=True)
-    train = organism_commands.add_parser("train", help="reproduce the shipped checkpoint from a seed")
-    train.add_argument("--out", required=True, help="output folder for the checkpoint and training log")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--minutes", type=float, default=None, help="override the time budget of the recipe")
-    train.add_argument("--fresh", action="store_true", help="start over instead of resuming from --out's checkpoint")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(commands)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            from .demo import run_demo
-
-            run_demo(args.out, num_scenes=args.scenes, seed=args.seed)
-        elif args.command == "organism" and args.organism_command == "train":
-            from .organism.train import train
-
-            kwargs = {"seed": args.seed, "resume": not args.fresh}
-            if args.minutes is not None:
-                kwargs["minutes"] = args.minutes
-            train(args.out, **kwargs)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"vasink: error: {error}", file=sys.stderr)
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"vasink: error: {message}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":
