@@ -256,3 +256,27 @@ def test_fast_path_variants_equal_reference(monkeypatch, kernel_devices, small_r
     real = inputs["attention_mask"].bool()
     torch.testing.assert_close(fast[real], reference[real], rtol=1e-5, atol=1e-5)
     assert torch.equal(fast_tokens, reference_tokens)
+
+
+def test_intervention_rule_replaces_var_on_the_reference_path(planted):
+    """An analysis rule sees the plan VAR would use and its weights are what the model returns."""
+    seen = []
+
+    def mask_visual_sinks(weights, plan, config, layer):
+        seen.append(layer)
+        visual_sinks = (plan.visual_keys & plan.sink_keys)[:, None, None, :]
+        rows = plan.eligible_queries[:, None, :, None]
+        masked = torch.where(visual_sinks & rows, 0.0, weights)
+        return masked / masked.sum(-1, keepdim=True)
+
+    inputs = batch_inputs([prompt_ids()])
+    with vasink.var(planted, CONFIG, intervention=mask_visual_sinks):  # fast config: the rule forces reference
+        out = planted(**inputs, output_attentions=True)
+    assert sorted(set(seen)) == [2, 3]
+    report = vasink.detect_sinks(planted, inputs, CONFIG)
+    sinks = report[2].visual_sink_positions()
+    eligible = [i for i in range(inputs["input_ids"].shape[1]) if i > sinks[-1] and inputs["input_ids"][0, i] != IMAGE_TOKEN]
+    attn = out.attentions[2][0]  # (H, Q, K)
+    assert attn[:, eligible][:, :, sinks].abs().max() == 0
+    torch.testing.assert_close(attn[:, eligible].sum(-1), torch.ones(attn.shape[0], len(eligible)))
+    assert attn[:, :eligible[0]][:, :, sinks].sum() > 0  # image rows untouched

@@ -29,8 +29,9 @@ SUPPORTED_BASE_IMPLEMENTATIONS = ("sdpa", "eager")
 class VARHandle:
     """VAR switched on for one model; owns the per-call state and the hooks."""
 
-    def __init__(self, model: nn.Module, config: VARConfig):
+    def __init__(self, model: nn.Module, config: VARConfig, intervention=None):
         self.model = model
+        self.intervention = intervention
         self.adapter = adapter_for(model)
         text_config = self.adapter.text_config(model)
         self.original_implementation = text_config._attn_implementation
@@ -54,7 +55,7 @@ class VARHandle:
         text_config = self.adapter.text_config(self.model)
         sink_dims = resolve_sink_dims(config.sink_dims, text_config)
         state = VARState(self.model, self.adapter, config, sink_dims,
-                         original_implementation=self.original_implementation)
+                         original_implementation=self.original_implementation, intervention=self.intervention)
         self.state = state
         self._hooks = install_hooks(self.model, self.adapter, state)
         for module in self.adapter.attention_modules(self.model):
@@ -73,8 +74,9 @@ class VARHandle:
         self.model.set_attn_implementation({self.adapter.text_config_key: self.original_implementation})
         self.active = False
 
-    def reconfigure(self, config: VARConfig) -> "VARHandle":
+    def reconfigure(self, config: VARConfig, intervention=None) -> "VARHandle":
         self._detach()
+        self.intervention = intervention
         self._attach(config)
         return self
 
@@ -94,13 +96,17 @@ class VARHandle:
         return f"VARHandle({type(self.model).__name__}, active={self.active}, config={self.state.config})"
 
 
-def enable(model: nn.Module, config: VARConfig | None = None) -> VARHandle:
-    """Switch VAR on for ``model`` (enabling again replaces the config); returns the handle."""
+def enable(model: nn.Module, config: VARConfig | None = None, *, intervention=None) -> VARHandle:
+    """Switch VAR on for ``model`` (enabling again replaces the config); returns the handle.
+
+    ``intervention`` (analysis): a rule ``(weights, plan, config, layer) -> weights`` applied on the reference
+    path in place of VAR, in the layers and on the rows VAR would consider (see ``vasink.analysis``).
+    """
     config = config if config is not None else VARConfig()
     existing = getattr(model, HANDLE_ATTR, None)
     if existing is not None and existing.active:
-        return existing.reconfigure(config)
-    handle = VARHandle(model, config)
+        return existing.reconfigure(config, intervention)
+    handle = VARHandle(model, config, intervention)
     setattr(model, HANDLE_ATTR, handle)
     return handle
 
@@ -113,16 +119,16 @@ def disable(model: nn.Module) -> None:
 
 
 @contextmanager
-def var(model: nn.Module, config: VARConfig | None = None) -> Iterator[VARHandle]:
+def var(model: nn.Module, config: VARConfig | None = None, *, intervention=None) -> Iterator[VARHandle]:
     """``with vasink.var(model, config): ...`` runs the block with VAR on and restores the model after."""
     previous = getattr(model, HANDLE_ATTR, None)
-    previous_config = previous.config if previous is not None and previous.active else None
-    handle = enable(model, config)
+    restore = (previous.config, previous.intervention) if previous is not None and previous.active else None
+    handle = enable(model, config, intervention=intervention)
     try:
         yield handle
     finally:
-        if previous_config is not None:
-            handle.reconfigure(previous_config)
+        if restore is not None:
+            handle.reconfigure(*restore)
         else:
             handle.disable()
 

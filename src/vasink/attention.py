@@ -45,6 +45,9 @@ def var_attention_forward(module: nn.Module, query, key, value, attention_mask, 
         )
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
     plan = state.plan(module.layer_idx, query.shape[2], key.shape[2])
+    if state.intervention is not None:  # analysis: any change of the weights, on the reference path
+        return reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config,
+                                   rule=state.intervention)
     if state.config.implementation == "reference":
         return reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config)
     if plan is None:
@@ -115,8 +118,17 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 # -- reference path ----------------------------------------------------------------------------------------
 
 
-def reference_attention(module, query, key, value, attention_mask, scaling, plan, config):
-    """Eager attention with VAR applied to the materialized weights; returns the modified weights."""
+def var_rule(weights, plan, config, layer_idx=None):
+    """VAR itself as a weights rule: ``(weights (B, H, Q, K) float32, plan, config, layer) -> weights``."""
+    return redistribute(
+        weights, plan.visual_keys, plan.sink_keys, plan.eligible_queries,
+        rho=config.rho, p=config.p, min_visual_attention=config.min_visual_attention, compat=config.compat,
+        skip_without_visual_sink=config.skip_layers_without_visual_sink,
+    )
+
+
+def reference_attention(module, query, key, value, attention_mask, scaling, plan, config, rule=var_rule):
+    """Eager attention with ``rule`` (VAR by default) applied to the materialized weights; returns them too."""
     groups = getattr(module, "num_key_value_groups", 1)
     key_states, value_states = repeat_kv(key, groups), repeat_kv(value, groups)  # (B, H, K, hd)
     scores = torch.matmul(query, key_states.transpose(2, 3)) * scaling  # (B, H, Q, K)
@@ -124,11 +136,7 @@ def reference_attention(module, query, key, value, attention_mask, scaling, plan
     scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     weights = F.softmax(scores, dim=-1, dtype=torch.float32)
     if plan is not None:
-        weights = redistribute(
-            weights, plan.visual_keys, plan.sink_keys, plan.eligible_queries,
-            rho=config.rho, p=config.p, min_visual_attention=config.min_visual_attention, compat=config.compat,
-            skip_without_visual_sink=config.skip_layers_without_visual_sink,
-        )
+        weights = rule(weights, plan, config, module.layer_idx)
     weights = weights.to(query.dtype)
     out = torch.matmul(weights, value_states).transpose(1, 2).contiguous()  # (B, Q, H, hd)
     return out, weights

@@ -28,8 +28,10 @@ class LayerPlan:
 
 class VARState:
     def __init__(self, model: nn.Module, adapter: ModelAdapter, config: VARConfig, sink_dims: tuple[int, ...],
-                 record_phi: bool = False, original_implementation: str = "sdpa"):
+                 record_phi: bool = False, original_implementation: str = "sdpa", intervention=None):
         self.model = model
+        # analysis hook: (weights, plan, config, layer) -> weights, run on the reference path instead of VAR
+        self.intervention = intervention
         self.original_implementation = original_implementation  # what untouched layers run
         self.adapter = adapter
         self.config = config
