@@ -40,6 +40,12 @@ class VARHandle:
                 f"VAR runs on models loaded with attn_implementation in {SUPPORTED_BASE_IMPLEMENTATIONS}; this text "
                 f"backbone uses {self.original_implementation!r}. Reload with attn_implementation='sdpa'."
             )
+        softcap = getattr(text_config, "attn_logit_softcapping", None)
+        if softcap is not None:  # Gemma 2 text (PaliGemma 2): the VAR paths compute plain softmax attention
+            raise ValueError(
+                f"this text backbone soft-caps attention logits (attn_logit_softcapping={softcap}), which vasink's "
+                "attention paths do not implement; VAR would change the model beyond redistribution"
+            )
         self._hooks: list = []
         self.state: VARState | None = None
         self.active = False
@@ -61,7 +67,7 @@ class VARHandle:
         for module in self.adapter.attention_modules(self.model):
             setattr(module, attention.STATE_ATTR, state)
         attention.register()
-        self.model.set_attn_implementation({self.adapter.text_config_key: attention.ATTENTION_NAME})
+        self.adapter.set_text_attention(self.model, attention.ATTENTION_NAME)
         self.active = True
 
     def _detach(self) -> None:
@@ -71,7 +77,7 @@ class VARHandle:
         for module in self.adapter.attention_modules(self.model):
             if hasattr(module, attention.STATE_ATTR):
                 delattr(module, attention.STATE_ATTR)
-        self.model.set_attn_implementation({self.adapter.text_config_key: self.original_implementation})
+        self.adapter.set_text_attention(self.model, self.original_implementation)
         self.active = False
 
     def reconfigure(self, config: VARConfig, intervention=None) -> "VARHandle":

@@ -46,7 +46,7 @@ def run_demo(out_dir: str | Path = "vasink-demo", num_scenes: int = 4, seed: int
         with var(model, config):
             var_answer = answer(model, processor, inputs)
         report = detect_sinks(model, inputs, config)
-        rows, cols, positions = image_grids(model, inputs["input_ids"])[0][0]
+        rows, cols, positions = image_grids(model, inputs)[0][0]
         layer = min(report.layers, key=lambda l: abs(l - 2))
         sinks_at = report[layer].sink_mask[0][positions].reshape(rows, cols)
         patches = [(r, c) for r, c in sinks_at.nonzero().tolist()]

@@ -59,7 +59,7 @@ class KnownSinkDims:
 KNOWN_SINK_DIMS: tuple[KnownSinkDims, ...] = (
     KnownSinkDims("LLaMA-2-7B / Vicuna-7B (LLaVA-1.5-7B)", ("llama",), 4096, 32, (1415, 2533), 33000),
     KnownSinkDims("LLaMA-2-13B / Vicuna-13B (LLaVA-1.5-13B, LLaVA-1.6-13B)", ("llama",), 5120, 40, (2100, 4743), 33000),
-    KnownSinkDims("Qwen2-7B (Qwen2-VL-7B)", ("qwen2", "qwen2_vl", "qwen2_vl_text"), 3584, 28, (458, 2570)),
+    KnownSinkDims("Qwen2-7B (Qwen2-VL-7B)", ("qwen2_vl", "qwen2_vl_text"), 3584, 28, (458, 2570)),  # not plain qwen2: InternVL3 is Qwen2.5
     KnownSinkDims("InternLM2 (InternVL2-8B)", ("internlm2",), 4096, 32, (3584,), verified=False),
 )
 

@@ -63,21 +63,29 @@ class VARState:
         attention_mask = kwargs.get("attention_mask")
         batch, new = input_ids.shape
         if past == 0:
-            self._begin_prefill(input_ids, attention_mask)
+            inputs = {k: v for k, v in kwargs.items() if k != "input_ids"}  # image sizes, grids: the adapter's
+            self._begin_prefill(input_ids, attention_mask, inputs)
         else:
+            if new > 1 and bool(self.adapter.placeholder_mask(self.model, input_ids).any()):
+                raise RuntimeError(
+                    "vasink saw image placeholders in a forward over a non-empty cache (chunked prefill?); "
+                    "run the prompt in one prefill (generate(..., prefill_chunk_size=None))"
+                )
             self._begin_decode(batch, new, past, attention_mask, input_ids.device)
 
-    def _begin_prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    def _begin_prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, inputs: dict) -> None:
         self.reset()
         self.phase = "prefill"
-        visual = self.adapter.visual_mask(self.model, input_ids)  # (B, T)
+        visual = self.adapter.visual_mask(self.model, input_ids, **inputs)  # (B, T)
+        # Placeholders: every token the vision features replace (V plus e.g. LLaVA-NeXT's newline embeddings).
+        placeholder = self.adapter.placeholder_mask(self.model, input_ids, **inputs) | visual
         valid = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 \
             else torch.ones_like(visual)
-        after_first_image = visual.long().cumsum(-1) > 0
+        after_first_image = placeholder.long().cumsum(-1) > 0
         self.visual_keys = visual & valid
         self.valid_keys = valid
-        # Eligible queries at prefill: real, non-visual tokens after the first visual token.
-        self.eligible_queries = after_first_image & ~visual & valid
+        # Eligible queries at prefill: real, non-placeholder tokens after the first visual token.
+        self.eligible_queries = after_first_image & ~placeholder & valid
 
     def _begin_decode(self, batch: int, new: int, past: int, attention_mask, device) -> None:
         if self.visual_keys is None or self.visual_keys.shape[1] != past:
@@ -100,6 +108,12 @@ class VARState:
             return
         if not (self.record_phi or layer_idx in self.modified_layers):
             return
+        if hidden_states.shape[1] != self.valid_keys.shape[1]:
+            raise RuntimeError(
+                f"decoder layer {layer_idx} sees {hidden_states.shape[1]} tokens but the model's input_ids have "
+                f"{self.valid_keys.shape[1]}: this model expands placeholders inside forward; its adapter must "
+                "describe the decoder's token positions (see the vasink.models docstring)"
+            )
         phi = sink_dimension_value(hidden_states, self.sink_dims)  # (B, T)
         self.sinks[layer_idx] = (phi > self.config.tau) & self.valid_keys
         if self.record_phi:
@@ -111,17 +125,25 @@ class VARState:
         """The VAR plan for this layer and call, or None when VAR leaves the layer untouched."""
         if layer_idx not in self.modified_layers or layer_idx not in self.sinks:
             return None
-        if self.visual_keys is None or self.visual_keys.shape[1] != num_keys:
+        if self.visual_keys is None:
+            return None
+        visual = self.visual_keys
+        # A sliding-window cache layer (Gemma 3, Mistral) hands a decode step only the last num_keys keys.
+        window_decode = self.phase == "decode" and num_keys < visual.shape[1]
+        if visual.shape[1] != num_keys and not window_decode:
             return None  # a call the hooks did not see (e.g. a bare decoder forward): leave it as is
         eligible = self.eligible_queries
         if eligible is None or eligible.shape[1] != num_queries or not bool(eligible.any()):
             return None
         sinks = self.sinks[layer_idx]
-        if sinks.shape[1] < num_keys:  # decode: new tokens are never sinks (prefill's sinks are reused)
-            sinks = torch.cat([sinks, sinks.new_zeros(sinks.shape[0], num_keys - sinks.shape[1])], dim=1)
-        if self.config.skip_layers_without_visual_sink and not bool((sinks & self.visual_keys).any()):
+        if sinks.shape[1] < visual.shape[1]:  # decode: new tokens are never sinks (prefill's sinks are reused)
+            sinks = torch.cat([sinks, sinks.new_zeros(sinks.shape[0], visual.shape[1] - sinks.shape[1])], dim=1)
+        # Whether the layer has a visual sink at all is judged on the whole sequence, as at prefill.
+        has_visual_sink = bool((sinks & visual).any())
+        visual, sinks = visual[:, -num_keys:], sinks[:, -num_keys:]
+        if self.config.skip_layers_without_visual_sink and not has_visual_sink:
             return None
-        return LayerPlan(visual_keys=self.visual_keys, sink_keys=sinks, eligible_queries=eligible)
+        return LayerPlan(visual_keys=visual, sink_keys=sinks, eligible_queries=eligible)
 
 
 def install_hooks(model: nn.Module, adapter: ModelAdapter, state: VARState) -> list:

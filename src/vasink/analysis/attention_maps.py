@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ..api import var
 from ..config import VARConfig
-from ..models import adapter_for
+from ..models import ImageGrid, adapter_for
 
 
-def image_grids(model: nn.Module, input_ids: torch.Tensor) -> list[list[tuple[int, int, torch.Tensor]]]:
-    """Per batch row, per image: ``(rows, cols, positions)`` of its visual tokens in raster order.
+def image_grids(model: nn.Module, inputs) -> list[list[ImageGrid]]:
+    """Per batch row, per image (tile, video frame): ``(rows, cols, positions)`` of its visual tokens.
 
-    LLaVA-1.5 places a square grid of patch tokens per image in one contiguous block.
+    ``inputs``: the model's inputs (families with anyres tiles or dynamic grids need image sizes / grids
+    besides ``input_ids``), or a bare ``input_ids`` tensor where that suffices (LLaVA-1.5). The layout is
+    the model family's (:meth:`vasink.models.ModelAdapter.image_grids`); newline tokens are not in any grid.
     """
-    visual = adapter_for(model).visual_mask(model, input_ids)  # (B, T)
-    grids = []
-    for row in visual:
-        positions = row.nonzero().flatten()
-        breaks = (positions[1:] - positions[:-1] != 1).nonzero().flatten() + 1
-        blocks = torch.tensor_split(positions, breaks.tolist()) if len(positions) else []
-        per_image = []
-        for block in blocks:
-            side = math.isqrt(len(block))
-            if side * side != len(block):
-                raise ValueError(f"an image block of {len(block)} tokens is not a square grid")
-            per_image.append((side, side, block))
-        grids.append(per_image)
-    return grids
+    return adapter_for(model).image_grids(model, inputs)
 
 
 @torch.no_grad()
@@ -56,6 +43,6 @@ def text_to_image_attention(model: nn.Module, inputs, config: VARConfig, *, var_
         if bad:
             raise ValueError(f"heads {bad} out of range: the model has {stacked.shape[1]} heads")
         stacked = stacked[:, list(heads)]
-    rows, cols, positions = image_grids(model, inputs["input_ids"])[0][0]
+    rows, cols, positions = image_grids(model, inputs)[0][0]
     row_weights = stacked[:, :, query].mean(dim=(0, 1))  # (K,)
     return row_weights[positions].reshape(rows, cols)

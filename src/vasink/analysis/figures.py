@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -40,3 +41,56 @@ def attention_comparison_figure(image, sink_grid: torch.Tensor, before: torch.Te
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+# -- shared helpers of the analysis figures -----------------------------------------------------------------
+
+
+def subplots(rows: int, cols: int, panel=(3.2, 3.0)):
+    """A figure of ``rows x cols`` panels of ``panel`` inches; axes always a flat list."""
+    fig, axes = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), squeeze=False)
+    return fig, list(axes.flat)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 90) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # colorbars shared by several axes make tight_layout complain, harmlessly
+        warnings.simplefilter("ignore")
+        fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def processed_image(processor, inputs, fallback=None, index: int = 0):
+    """The image as the model saw it (``pixel_values`` un-normalized), so patch cells line up with tokens."""
+    from PIL import Image
+
+    pixels = inputs.get("pixel_values") if hasattr(inputs, "get") else None
+    image_processor = getattr(processor, "image_processor", None)
+    if pixels is None or pixels.dim() != 4 or image_processor is None:
+        return fallback
+    mean = torch.tensor(getattr(image_processor, "image_mean", [0.0, 0.0, 0.0]))[:, None, None]
+    std = torch.tensor(getattr(image_processor, "image_std", [1.0, 1.0, 1.0]))[:, None, None]
+    array = (pixels[index].float().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+    return Image.fromarray((array * 255).round().astype(np.uint8))
+
+
+def grid_panel(ax, image, values=None, outline=None, *, vmin=0.0, vmax=None, cmap="magma", title=""):
+    """The image, optionally under a (rows, cols) heatmap, with the ``outline`` cells boxed in red."""
+    width, height = image.size
+    ax.imshow(image, alpha=0.35 if values is not None else 1.0)
+    artist = None
+    if values is not None:
+        artist = ax.imshow(np.asarray(values, dtype=float), cmap=cmap, alpha=0.75, vmin=vmin, vmax=vmax,
+                           extent=(0, width, height, 0), interpolation="nearest")
+    if outline is not None:
+        rows, cols = outline.shape
+        cell_w, cell_h = width / cols, height / rows
+        for r, c in torch.as_tensor(outline).nonzero().tolist():
+            ax.add_patch(Rectangle((c * cell_w, r * cell_h), cell_w, cell_h, fill=False, edgecolor="red", lw=1.2))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
+    return artist

@@ -98,7 +98,7 @@ class Benchmark:
         if subset and self.subsets and subset not in self.subsets:
             raise ValueError(f"{self.name} has no subset {subset!r}; known: {', '.join(self.subsets)}"
                              f"{_did_you_mean(subset, self.subsets)}")
-        samples = self.load_samples(data, subset, images)
+        samples = self.load_samples(data, subset, images, limit=limit)
         if subset:
             samples = [s for s in samples if s.subset == subset]
         if limit is not None:
@@ -120,7 +120,8 @@ class Benchmark:
             raise ValueError(f"{self.name}: sample id {dup!r} occurs more than once")
         return samples
 
-    def load_samples(self, data: str | None, subset: str | None, images: str | None) -> list[Sample]:
+    def load_samples(self, data: str | None, subset: str | None, images: str | None,
+                     limit: int | None = None) -> list[Sample]:
         from . import data as datamod
 
         table = datamod.open_table(data or self.default_data, config=self.default_config,
@@ -131,6 +132,9 @@ class Benchmark:
         raise NotImplementedError
 
     def make_prompt(self, question: str) -> str:
+        """The question with the benchmark's suffix (not doubled when a LLaVA question file has it already)."""
+        if self.prompt_suffix and question.rstrip().endswith(self.prompt_suffix.strip()):
+            return question
         return question + self.prompt_suffix
 
     # --- scoring -------------------------------------------------------------------------------

@@ -62,16 +62,13 @@ def forward_all(model, processor, items):
             "text": text, "queries": text & after_image}
 
 
-def find_dims(hidden, bos, max_dims: int = 4, share: float = 0.25) -> tuple[list[int], np.ndarray]:
-    """Dimensions that are massive on BOS at every layer >= 2: rank by the smallest (over layers) mean
-    |x_d|/RMS on BOS, keep the top one and any other within ``share`` of the total energy ... simple and
-    explicit; returns (dims, per-layer per-dim mean magnitudes on BOS) as evidence."""
+def find_dims(hidden, bos, min_ratio: float, max_dims: int = 4) -> tuple[list[int], np.ndarray]:
+    """Dimensions massive on BOS (|x_d|/RMS >= ``min_ratio``) at every layer >= 2, strongest first (at most
+    ``max_dims``); also returns the per-layer mean |x_d|/RMS of BOS, (L', D), as the evidence."""
     per_layer = torch.stack([rel_magnitude(h)[bos].mean(0) for h in hidden[FIRST_SEARCHED_LAYER:]])  # (L', D)
     floor = per_layer.min(0).values  # (D,)
-    order = floor.argsort(descending=True).tolist()
-    best = floor[order[0]].item()
-    dims = [d for d in order[:max_dims] if floor[d].item() >= 0.5 * best and floor[d].item() ** 2 >= share * 0]
-    return sorted(dims), per_layer.numpy()
+    order = floor.argsort(descending=True).tolist()[:max_dims]
+    return sorted(d for d in order if floor[d].item() >= min_ratio), per_layer.numpy()
 
 
 @torch.no_grad()
@@ -81,7 +78,8 @@ def phenomenon(model, processor, n_scenes: int = 64, seed: int = 0, tau: float |
     items = prompts(n_scenes, seed)
     chunks = [forward_all(model, processor, items[i:i + batch]) for i in range(0, len(items), batch)]
     if sink_dims is None:
-        dims, _ = find_dims(chunks[0]["hidden"], chunks[0]["bos"])
+        width = chunks[0]["hidden"][0].shape[-1]
+        dims, _ = find_dims(chunks[0]["hidden"], chunks[0]["bos"], min_ratio=max(4.5, 0.25 * width ** 0.5))
     else:
         dims = list(sink_dims)
     n_layers = len(chunks[0]["hidden"])
@@ -171,3 +169,75 @@ def _chair(captions, scene_list) -> dict:
         truth += len(present)
     return {"chair_s": hallucinated_caps / len(captions), "chair_i": hallucinated / max(1, mentions),
             "recall": recalled / max(1, truth)}
+
+
+def with_var(model, config):
+    """``vasink.var(model, config)`` when the core is importable, else None (accuracy then is VAR-off only)."""
+    try:
+        import vasink
+    except ImportError:  # pragma: no cover
+        return None
+    return vasink.var(model, config) if hasattr(vasink, "var") else None
+
+
+def main(argv=None) -> None:
+    """Measure a checkpoint and write measured.json (the numbers docs/organism.md reports)."""
+    import argparse
+    import json
+    import time
+    from pathlib import Path
+
+    from . import load
+
+    parser = argparse.ArgumentParser(description="measure the organism's sink and accuracy")
+    parser.add_argument("--ckpt", default=None)
+    parser.add_argument("--scenes", type=int, default=64)
+    parser.add_argument("--accuracy-scenes", type=int, default=200)
+    parser.add_argument("--tau", type=float, default=None)
+    parser.add_argument("--dims", type=int, nargs="*", default=None)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--no-var", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    model, processor = load(args.ckpt)
+    t0 = time.time()
+    report = {"checkpoint": str(args.ckpt or "shipped")}
+    try:
+        from vasink import find_sink_dims
+        items = prompts(8, seed=1, split="validation")
+        found = find_sink_dims(model, processor, prompts=[q for _, q in items], images=[s.image for s, _ in items])
+        report["find_sink_dims"] = {"dims": list(found.dims), "min_ratio": found.min_ratio,
+                                    "suggested_tau": found.suggested_tau,
+                                    "top_frequency": found.frequency.topk(4).values.tolist(),
+                                    "top_frequency_dims": found.frequency.topk(4).indices.tolist()}
+    except Exception as exc:  # the core may not be there yet; the own measurement below stands alone
+        report["find_sink_dims"] = {"error": repr(exc)}
+    items = prompts(args.scenes)
+    chunk = forward_all(model, processor, items[:16])
+    width = chunk["hidden"][0].shape[-1]
+    own_dims, evidence = find_dims(chunk["hidden"], chunk["bos"], min_ratio=max(4.5, 0.25 * width ** 0.5))
+    bos_top = evidence.min(0).argsort()[::-1][:4]
+    report["own_find_dims"] = {"dims": own_dims, "bos_top_dims": bos_top.tolist(),
+                               "bos_top_floor": evidence.min(0)[bos_top].round(2).tolist()}
+    dims = args.dims or own_dims or bos_top[:1].tolist()
+    tau = args.tau if args.tau is not None else max(4.5, 0.25 * width ** 0.5)
+    report["phenomenon"] = phenomenon(model, processor, n_scenes=args.scenes, tau=tau, sink_dims=dims)
+    report["accuracy_var_off"] = accuracy(model, processor, n_scenes=args.accuracy_scenes)
+    if not args.no_var:
+        try:
+            from vasink.config import VARConfig
+            ctx = with_var(model, VARConfig(tau=tau, sink_dims=tuple(dims), rho=0.5, p=0.6))
+            if ctx is not None:
+                with ctx:
+                    report["accuracy_var_on"] = accuracy(model, processor, n_scenes=args.accuracy_scenes)
+        except Exception as exc:
+            report["accuracy_var_on"] = {"error": repr(exc)}
+    report["seconds"] = round(time.time() - t0, 1)
+    text = json.dumps(report, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

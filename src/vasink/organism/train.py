@@ -38,6 +38,8 @@ class Recipe:
     decay_frac: float = 0.2
     warmup: int = 100
     weight_decay: float = 0.1
+    mask_first_target: bool = False  # no loss on predicting the token after BOS (always "USER:")
+    decay_norms: bool = False      # also decay RMSNorm gains (toward 0) and other 1-D parameters
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     threads: int = 2
@@ -69,7 +71,7 @@ def train(out_dir, seed: int = 0, minutes: float | None = None, resume: bool = T
     model.float().train()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (decay if p.ndim >= 2 else no_decay).append(p)
+        (decay if p.ndim >= 2 or recipe.decay_norms else no_decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=recipe.lr, betas=recipe.betas)
@@ -96,6 +98,8 @@ def train(out_dir, seed: int = 0, minutes: float | None = None, resume: bool = T
         pack = 1 if image else recipe.text_pack
         batch_scenes = [scenes.make_scene(rng) for _ in range(recipe.batch_size * pack)]
         batch = encoder.batch(rng, batch_scenes, image=image, max_turns=recipe.max_turns, pack=pack)
+        if recipe.mask_first_target:
+            batch["labels"][:, 1] = data.IGNORE
         lr = lr_at(recipe, step, stage_start, stage_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -129,6 +133,22 @@ def train(out_dir, seed: int = 0, minutes: float | None = None, resume: bool = T
     processor.save_pretrained(ckpt)
     log(f"wrote {ckpt} after {(time.time() - start) / 60:.1f} min, step {step}")
     return ckpt
+
+
+def export(run_dir, out_dir) -> Path:
+    """Write the model + processor of a run's latest ``state.pt`` as a loadable checkpoint (float32)."""
+    run, out = Path(run_dir), Path(out_dir)
+    recipe_fields = json.loads((run / "recipe.json").read_text())
+    shape = build.Shape(**recipe_fields["shape"])
+    processor = build.make_processor()
+    model = LlavaForConditionalGeneration(build.make_config(processor, shape))
+    state = torch.load(run / "state.pt", weights_only=False)
+    model.load_state_dict(state["model"])
+    model.float().eval()
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "trained_steps.json").write_text(json.dumps({"step": state["step"], "minutes": state["elapsed"] / 60}))
+    return out
 
 
 def _save_state(path: Path, model, optimizer, step: int, elapsed: float) -> None:

@@ -1,0 +1,198 @@
+"""One forward of one prompt, with everything the analyses read: phi, sinks, attention rows, value norms.
+
+    capture = capture_forward(model, inputs, config)            # stock weights, eager math
+    after = capture_forward(model, inputs, config, var_on=True)  # the same with VAR (reference path)
+
+Hooks on the decoder layers read the hidden state entering each layer (phi, the sink-dimension
+evidence), the attention weights of the non-visual query rows (text-to-image maps, the head test) and,
+for the residual contribution, ``v_proj``'s output folded through ``o_proj`` into a per-token Gram
+matrix of the heads' value vectors (so no ``[queries, keys, hidden]`` tensor is ever built). No model
+code is forked: the weights come from transformers' own eager attention, or from vasink's reference
+path when VAR is on.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .. import attention
+from ..api import var
+from ..config import FIRST_SEARCHED_LAYER, VARConfig
+from ..models import adapter_for, split_inputs
+from ..sinks import dimension_ratios, resolve_sink_dims, sink_dimension_value
+
+
+@dataclass
+class Capture:
+    """One prompt (batch of one) seen through one forward. Positions index the prompt's tokens (T)."""
+
+    input_ids: torch.Tensor  # (T,)
+    visual: torch.Tensor  # (T,) bool: image placeholder tokens
+    eligible: torch.Tensor  # (T,) bool: non-visual tokens after the first visual token (VAR's query rows)
+    sink_dims: tuple[int, ...]
+    tau: float
+    phi: torch.Tensor  # (L, T) float32, on the hidden state entering each layer
+    sinks: torch.Tensor  # (L, T) bool: phi > tau; all False in layers 0 and 1 (never searched, SPEC §2)
+    first_token_ratio: torch.Tensor  # (L, D): |x_d| / RMS(x) of the first token entering each layer
+    median_token_ratio: torch.Tensor  # (L, D): the median of the same over the other tokens
+    query_positions: torch.Tensor  # (R,) long: the rows kept in ``weights`` (every non-visual token)
+    weights: torch.Tensor | None  # (L, H, R, K) float32 attention rows of ``query_positions``
+    value_gram: torch.Tensor | None  # (L, K, H, H): <W_O^h v^h_j, W_O^g v^g_j> per key token j
+
+    @property
+    def num_layers(self) -> int:
+        return self.phi.shape[0]
+
+    @property
+    def num_heads(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def first_token(self) -> int:
+        return 0  # a batch of one has no padding: position 0 is BOS
+
+    def visual_sinks(self, layer: int) -> torch.Tensor:
+        return self.sinks[layer] & self.visual
+
+    def text_sinks(self, layer: int) -> torch.Tensor:
+        return self.sinks[layer] & ~self.visual
+
+    def rows(self, positions) -> torch.Tensor:
+        """Indices into the R axis of ``weights`` for token ``positions`` (negative counts from the end)."""
+        length = len(self.input_ids)
+        index = {int(p): r for r, p in enumerate(self.query_positions.tolist())}
+        out = []
+        for position in positions:
+            absolute = position + length if position < 0 else position
+            if absolute not in index:
+                raise ValueError(
+                    f"query token {position} is not a text token of the prompt (it has {length} tokens, "
+                    f"image tokens at {_span(self.visual)}); pick a text position such as -1 (the last token)")
+            out.append(index[absolute])
+        return torch.tensor(out, dtype=torch.long)
+
+    def eligible_rows(self) -> torch.Tensor:
+        """Indices into the R axis of ``weights`` of VAR's eligible queries."""
+        return self.eligible[self.query_positions].nonzero().flatten()
+
+
+def _span(mask: torch.Tensor) -> str:
+    positions = mask.nonzero().flatten().tolist()
+    return f"{positions[0]}..{positions[-1]}" if positions else "none"
+
+
+@contextmanager
+def eager_attention(model: nn.Module):
+    """Run the text backbone with transformers' eager attention (the weights are materialized), then restore."""
+    adapter = adapter_for(model)
+    current = adapter.text_config(model)._attn_implementation
+    if current == attention.ATTENTION_NAME:
+        raise RuntimeError("VAR is enabled on this model; analysis runs on the model as loaded: "
+                           "call vasink.disable(model) first")
+    model.set_attn_implementation({adapter.text_config_key: "eager"})
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation({adapter.text_config_key: current})
+
+
+@torch.no_grad()
+def capture_forward(model: nn.Module, inputs, config: VARConfig, *, var_on: bool = False,
+                    weights: bool = True, values: bool = False, intervention=None) -> Capture:
+    """One forward of ``inputs`` (batch of one) with hooks; see :class:`Capture` for what is kept.
+
+    ``var_on``: run with VAR (``config``, reference path) so ``weights`` are VAR's; ``intervention``: a
+    weights rule (see ``vasink.enable``) instead. ``values``: also keep the per-token value Gram matrices
+    for :func:`vasink.analysis.residual.residual_contributions` (needs ``v_proj`` / ``o_proj`` modules).
+    """
+    input_ids, extra_inputs = split_inputs(inputs)
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"capture_forward analyses one prompt at a time; got a batch of {input_ids.shape[0]}")
+    adapter = adapter_for(model)
+    sink_dims = resolve_sink_dims(config.sink_dims, adapter.text_config(model))
+    layers = adapter.decoder_layers(model)
+    attention_modules = adapter.attention_modules(model)
+    visual = adapter.visual_mask(model, input_ids, **extra_inputs)[0].cpu()  # (T,)
+    eligible = (visual.long().cumsum(-1) > 0) & ~visual
+    query_positions = (~visual).nonzero().flatten()
+    query_index = query_positions.to(input_ids.device)
+
+    phi, first_ratio, median_ratio, rows, grams = {}, {}, {}, {}, {}
+
+    def on_layer_input(layer_idx, hidden):  # hidden (1, T, D)
+        phi[layer_idx] = sink_dimension_value(hidden, sink_dims)[0].cpu()
+        ratios = dimension_ratios(hidden[0])  # (T, D)
+        first_ratio[layer_idx] = ratios[0].cpu()
+        median_ratio[layer_idx] = (ratios[1:].median(0).values if len(ratios) > 1 else ratios[0] * 0).cpu()
+
+    def on_attention(layer_idx, output):
+        attn_weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        if attn_weights is None:
+            raise RuntimeError(f"layer {layer_idx}'s attention returned no weights; the analysis needs eager "
+                               "attention (it switches to it itself: do not force another implementation)")
+        rows[layer_idx] = attn_weights[0][:, query_index].float().cpu()  # (H, R, K)
+
+    def on_values(layer_idx, module, value_states):
+        grams[layer_idx] = value_gram(module, value_states[0]).cpu()
+
+    handles = []
+    for layer_idx, (layer, module) in enumerate(zip(layers, attention_modules)):
+        handles.append(layer.register_forward_pre_hook(
+            lambda m, args, kwargs, i=layer_idx: on_layer_input(i, args[0] if args else kwargs["hidden_states"]),
+            with_kwargs=True))
+        if weights:
+            handles.append(module.register_forward_hook(lambda m, args, output, i=layer_idx: on_attention(i, output)))
+        if values:
+            if not (hasattr(module, "v_proj") and hasattr(module, "o_proj")):
+                raise ValueError(f"the residual contribution needs v_proj/o_proj on the attention modules; "
+                                 f"{type(module).__name__} has neither: run without it")
+            handles.append(module.v_proj.register_forward_hook(
+                lambda m, args, output, i=layer_idx, attn=module: on_values(i, attn, output)))
+    try:
+        if var_on or intervention is not None:
+            run_config = config.replace(implementation="reference")
+            with var(model, run_config, intervention=intervention):
+                model(**inputs)
+        elif weights:
+            with eager_attention(model):
+                model(**inputs)
+        else:
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    num_layers = len(layers)
+    phi_all = torch.stack([phi[i] for i in range(num_layers)])  # (L, T)
+    sinks = phi_all > config.tau
+    sinks[:FIRST_SEARCHED_LAYER] = False
+    return Capture(
+        input_ids=input_ids[0].cpu(), visual=visual, eligible=eligible, sink_dims=tuple(sink_dims), tau=config.tau,
+        phi=phi_all, sinks=sinks,
+        first_token_ratio=torch.stack([first_ratio[i] for i in range(num_layers)]),
+        median_token_ratio=torch.stack([median_ratio[i] for i in range(num_layers)]),
+        query_positions=query_positions,
+        weights=torch.stack([rows[i] for i in range(num_layers)]) if weights else None,
+        value_gram=torch.stack([grams[i] for i in range(num_layers)]) if values else None,
+    )
+
+
+def value_gram(module: nn.Module, value_states: torch.Tensor) -> torch.Tensor:
+    """Per token j, the Gram matrix of its per-head outputs u^h_j = W_O^h v^h_j: ``(T, H, H)`` float32.
+
+    value_states: ``v_proj``'s output ``(T, Hkv * hd)``. With grouped-query attention query head h reads
+    KV head ``h // groups``. ``||sum_h a^h u^h_j||^2 = a^T G_j a`` gives the residual contribution.
+    """
+    head_dim = module.head_dim
+    weight = module.o_proj.weight.float()  # (D, H * hd)
+    num_heads = weight.shape[1] // head_dim
+    tokens = value_states.shape[0]
+    values = value_states.float().reshape(tokens, -1, head_dim).transpose(0, 1)  # (Hkv, T, hd)
+    values = values.repeat_interleave(num_heads // values.shape[0], dim=0)  # (H, T, hd)
+    per_head_out = weight.reshape(weight.shape[0], num_heads, head_dim).permute(1, 0, 2)  # (H, D, hd)
+    outputs = torch.einsum("htk,hdk->htd", values, per_head_out)  # (H, T, D)
+    return torch.einsum("htd,gtd->thg", outputs, outputs)

@@ -1,0 +1,130 @@
+"""Which heads look at the image: a layer x head map of the visual non-sink ratio r and of the head test.
+
+Per (layer, head) over the eligible query rows of many prompts (SPEC §2):
+
+- ``visual_mass``: mean m_V, the attention a text query gives to the image;
+- ``nonsink_ratio``: mean r = (m_V - m_SV) / m_V over the rows with m_V > 0;
+- ``selected[preset]``: share of rows that pass the head test m_V >= min_visual_attention and r >= rho,
+  with each preset's rho (paper semantics).
+
+The sinks of a layer are the tokens with phi > tau entering it; layers 0 and 1 are never searched, so
+there r = 1 wherever m_V > 0. VAR itself only acts in ``config.modified_layers`` and, by default, only
+when the prompt has a visual sink in that layer; the map shows the bare head test everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..config import PRESETS, VARConfig
+from ..redistribute import select_rows
+from .capture import Capture
+
+
+@dataclass
+class HeadMap:
+    """Sums over prompts; read the means with :meth:`result`."""
+
+    num_layers: int
+    num_heads: int
+    min_visual_attention: float
+    presets: dict[str, float] = field(default_factory=lambda: {name: p["rho"] for name, p in PRESETS.items()})
+
+    def __post_init__(self):
+        shape = (self.num_layers, self.num_heads)
+        self.rows = 0  # eligible rows seen (per layer and head: the same count)
+        self.visual_mass_sum = np.zeros(shape)
+        self.ratio_sum = np.zeros(shape)
+        self.ratio_rows = np.zeros(shape)
+        self.selected_rows = {name: np.zeros(shape) for name in self.presets}
+        self.prompts = 0
+        self.prompts_with_visual_sink = np.zeros(self.num_layers)
+
+    def add(self, capture: Capture) -> None:
+        stats = head_statistics(capture, self.min_visual_attention, self.presets)
+        self.rows += stats["rows"]
+        self.visual_mass_sum += stats["visual_mass_sum"]
+        self.ratio_sum += stats["ratio_sum"]
+        self.ratio_rows += stats["ratio_rows"]
+        for name in self.presets:
+            self.selected_rows[name] += stats["selected_rows"][name]
+        self.prompts += 1
+        self.prompts_with_visual_sink += (capture.sinks & capture.visual).any(-1).numpy()
+
+    def result(self) -> dict:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {
+                "prompts": self.prompts,
+                "rows": self.rows,
+                "visual_mass": self.visual_mass_sum / max(self.rows, 1),
+                "nonsink_ratio": np.where(self.ratio_rows > 0, self.ratio_sum / self.ratio_rows, np.nan),
+                "selected": {name: rows / max(self.rows, 1) for name, rows in self.selected_rows.items()},
+                "rho": dict(self.presets),
+                "min_visual_attention": self.min_visual_attention,
+                "prompts_with_visual_sink": self.prompts_with_visual_sink / max(self.prompts, 1),
+            }
+
+
+def head_statistics(capture: Capture, min_visual_attention: float, presets: dict[str, float]) -> dict:
+    """Sums over one prompt's eligible rows, per (layer, head): see :class:`HeadMap`."""
+    rows = capture.eligible_rows()
+    weights = capture.weights[:, :, rows]  # (L, H, E, K)
+    visual = capture.visual[None, None, None, :]
+    visual_sink = (capture.sinks & capture.visual)[:, None, None, :]  # (L, 1, 1, K)
+    visual_mass = (weights * visual).sum(-1)  # (L, H, E)
+    visual_sink_mass = (weights * visual_sink).sum(-1)
+    has_visual = visual_mass > 0
+    ratio = torch.where(has_visual, (visual_mass - visual_sink_mass) / visual_mass.clamp_min(1e-30), 0.0)
+    selected = {}
+    for name, rho in presets.items():
+        chosen = select_rows(visual_mass, visual_sink_mass, capture.visual.sum().float(), rho=rho,
+                             min_visual_attention=min_visual_attention, compat="paper")
+        selected[name] = chosen.sum(-1).double().numpy()
+    return {
+        "rows": len(rows),
+        "visual_mass_sum": visual_mass.sum(-1).double().numpy(),
+        "ratio_sum": ratio.sum(-1).double().numpy(),
+        "ratio_rows": has_visual.sum(-1).double().numpy(),
+        "selected_rows": selected,
+    }
+
+
+def head_map(captures, config: VARConfig) -> dict:
+    """The map over an iterable of :class:`Capture` (each from one prompt)."""
+    accumulator = None
+    for capture in captures:
+        if accumulator is None:
+            accumulator = HeadMap(capture.num_layers, capture.num_heads, config.min_visual_attention)
+        accumulator.add(capture)
+    if accumulator is None:
+        raise ValueError("head_map needs at least one prompt")
+    return accumulator.result()
+
+
+def heads_figure(result: dict, modified_layers, path) -> "Path":
+    """Heatmaps (layer x head): mean m_V, mean r, and the share of rows each preset's head test selects."""
+    from .figures import save_figure, subplots
+
+    panels = [("mean visual mass m_V", result["visual_mass"], "viridis", (0, None)),
+              ("mean visual non-sink ratio r", result["nonsink_ratio"], "viridis", (0, 1))]
+    for name, share in result["selected"].items():
+        panels.append((f"selected, {name} (rho {result['rho'][name]:g})", share, "magma", (0, 1)))
+    num_layers, num_heads = result["visual_mass"].shape
+    fig, axes = subplots(1, len(panels), panel=(max(2.2, 0.35 * num_heads + 1.2), max(2.4, 0.22 * num_layers + 1)))
+    for ax, (title, values, cmap, (low, high)) in zip(axes, panels):
+        image = ax.imshow(values, aspect="auto", cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_yticks(range(num_layers))
+        ax.set_xticks(range(num_heads) if num_heads <= 16 else range(0, num_heads, 4))
+        for layer in range(num_layers):
+            if layer not in modified_layers:
+                ax.axhspan(layer - 0.5, layer + 0.5, color="white", alpha=0.35, lw=0)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(f"heads over {result['prompts']} prompts ({result['rows']} text query rows); "
+                 f"pale rows: layers VAR never modifies", fontsize=9)
+    return save_figure(fig, path)

@@ -1,0 +1,144 @@
+"""Commands ``vasink sinks``, ``attention``, ``heads`` and ``ablate`` (wrappers over ``vasink.analysis``)."""
+
+from __future__ import annotations
+
+
+def add_commands(commands) -> None:
+    sinks = commands.add_parser("sinks", help="phi per token and layer, sink dimensions, visual sinks on the image")
+    _model_options(sinks, "vasink-sinks")
+    _image_options(sinks)
+    sinks.set_defaults(func=run_sinks)
+
+    attention = commands.add_parser("attention", help="text-to-image attention before and after VAR")
+    _model_options(attention, "vasink-attention")
+    _image_options(attention)
+    attention.add_argument("--layers", type=_int_list, default=None,
+                           help="decoder layers, e.g. 2,3 (default: the layers VAR may modify)")
+    attention.add_argument("--heads", type=_int_list, default=None,
+                           help="query heads, one panel each (default: the mean over all heads)")
+    attention.add_argument("--query", type=_int_list, default=[-1],
+                           help="query token positions, negative from the end, e.g. --query=-1,-3 (default: -1, the last token)")
+    attention.set_defaults(func=run_attention)
+
+    heads = commands.add_parser("heads", help="layer x head map of the visual non-sink ratio and the head test")
+    _model_options(heads, "vasink-heads")
+    _bench_options(heads)
+    heads.set_defaults(func=run_heads)
+
+    ablate = commands.add_parser("ablate", help="the paper's ablations (sink masking, no head test, budget target)")
+    _model_options(ablate, "vasink-ablate")
+    _bench_options(ablate)
+    ablate.add_argument("--seeds", type=_int_list, default=[0, 1, 2], help="random-mask seeds (default: 0,1,2)")
+    ablate.add_argument("--ablations", type=lambda s: [x for x in s.split(",") if x], default=None,
+                        help="subset of conditions, comma-separated (default: all)")
+    ablate.add_argument("--base-records", default=None,
+                        help="a vasink eval --out folder: reuse its base answers for the same samples")
+    ablate.set_defaults(func=run_ablate)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,3 — got {text!r}") from None
+
+
+def _model_options(parser, out_default: str) -> None:
+    parser.add_argument("--model", default="organism",
+                        help="'organism' (the shipped model, default), or a local folder / hub id of a LLaVA model")
+    parser.add_argument("--out", default=out_default, help=f"output folder (default: {out_default})")
+    parser.add_argument("--preset", choices=("general", "hallucination", "vision-centric"), default=None,
+                        help="VAR preset (rho); default: the model's own config")
+    parser.add_argument("--tau", type=float, default=None, help="phi threshold (default: the model's)")
+    parser.add_argument("--sink-dims", type=_int_list, default=None,
+                        help="sink dimensions, comma-separated (default: the known table or the organism's)")
+    parser.add_argument("--p", type=float, default=None, help="fraction of sink attention VAR removes")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def _image_options(parser) -> None:
+    parser.add_argument("--image", default=None, help="image file (default with the organism: a test scene)")
+    parser.add_argument("--question", default=None, help="question about the image")
+    parser.add_argument("--scene", type=int, default=0,
+                        help="with the organism and no --image: which test scene (default: 0)")
+
+
+def _bench_options(parser) -> None:
+    parser.add_argument("--bench", default="organism-pope",
+                        help="question set: organism-pope (default), organism-vqa, ... or a vasink.eval benchmark")
+    parser.add_argument("--limit", type=int, default=50, help="number of samples (default: 50)")
+    parser.add_argument("--seed", type=int, default=0, help="scene seed for organism-* sets")
+
+
+def _load(args):
+    from .analysis.samples import load_model
+
+    model, processor, config = load_model(args.model, device=args.device)
+    overrides = {k: v for k, v in (("tau", args.tau), ("p", args.p)) if v is not None}
+    if args.sink_dims:
+        overrides["sink_dims"] = tuple(args.sink_dims)
+    if args.preset:
+        from .config import PRESETS
+
+        overrides.update(PRESETS[args.preset])
+    return model, processor, config.replace(**overrides)
+
+
+def _image_and_question(args):
+    from .analysis.samples import open_image
+
+    if args.image is not None:
+        if not args.question:
+            raise ValueError("--question is required with --image (the text the model is asked about the image)")
+        return open_image(args.image), args.question
+    if args.model != "organism":
+        raise ValueError("--image is required for a model other than the organism: pass --image PATH --question TEXT")
+    from .organism import scenes
+
+    if args.scene < 0:
+        raise ValueError(f"--scene must be 0 or more, got {args.scene}")
+    scene = scenes.sample("test", args.scene + 1, seed=0)[args.scene]
+    return scene.image, args.question or scene.questions[0][0]
+
+
+def run_sinks(args) -> int:
+    from .analysis.runs import analyze_sinks
+
+    image, question = _image_and_question(args)
+    model, processor, config = _load(args)
+    analyze_sinks(model, processor, image, question, config, args.out)
+    return 0
+
+
+def run_attention(args) -> int:
+    from .analysis.runs import analyze_attention
+
+    image, question = _image_and_question(args)
+    model, processor, config = _load(args)
+    analyze_attention(model, processor, image, question, config, args.out, layers=args.layers, heads=args.heads,
+                      queries=args.query)
+    return 0
+
+
+def run_heads(args) -> int:
+    from .analysis.runs import analyze_heads
+    from .analysis.samples import load_samples
+
+    samples = load_samples(args.bench, args.limit, args.seed)
+    model, processor, config = _load(args)
+    analyze_heads(model, processor, samples, config, args.out)
+    return 0
+
+
+def run_ablate(args) -> int:
+    from .analysis.ablations import DEFAULT_ABLATIONS
+    from .analysis.runs import analyze_ablations
+    from .analysis.samples import load_samples
+
+    samples = load_samples(args.bench, args.limit, args.seed)
+    model, processor, config = _load(args)
+    analyze_ablations(model, processor, samples, config, args.out, names=args.ablations or DEFAULT_ABLATIONS,
+                      seeds=args.seeds, base_records=args.base_records)
+    return 0

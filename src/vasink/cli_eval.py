@@ -1,0 +1,120 @@
+"""Commands ``vasink eval``, ``vasink report``, ``vasink sweep`` and ``vasink score``."""
+
+from __future__ import annotations
+
+import json
+
+
+def _known() -> str:
+    from .eval.registry import known_benchmarks
+
+    return ", ".join(known_benchmarks())
+
+
+def _add_run_arguments(parser, var_flags: bool = True) -> None:
+    parser.add_argument("--model", default="organism",
+                        help="'organism' (default), or a local path / hub id of a supported model")
+    parser.add_argument("--bench", required=True, help=f"benchmark NAME or NAME:SUBSET; one of {_known()}")
+    parser.add_argument("--preset", choices=("general", "hallucination", "vision-centric"), default=None,
+                        help="VAR preset (default: the benchmark's)")
+    if var_flags:
+        parser.add_argument("--var", choices=("off", "on", "both"), default="both",
+                            help="arms to run: base only, VAR only, or both on the same prompts (default)")
+        parser.add_argument("--rho", type=float, default=None, help="override the preset's rho")
+        parser.add_argument("--p", type=float, default=None, help="fraction of sink attention moved")
+        parser.add_argument("--tau", type=float, default=None, help="sink threshold on phi")
+    parser.add_argument("--sink-dims", default=None,
+                        help="comma-separated sink dimensions (default: the model's known ones; see find_sink_dims)")
+    parser.add_argument("--limit", type=int, default=None, help="first N samples of each subset")
+    parser.add_argument("--batch-size", type=int, default=8, help="generation batch size (left padding)")
+    parser.add_argument("--data", default=None, help="dataset id or local question file (default: the benchmark's)")
+    parser.add_argument("--images", default=None, help="image folder for local question files")
+    parser.add_argument("--out", default=None, help="output folder (default: vasink-eval/<bench>)")
+    parser.add_argument("--shard", default=None, help="I/N: evaluate every N-th sample from the I-th")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the report")
+
+
+def add_commands(commands) -> None:
+    evaluate = commands.add_parser("eval", help="evaluate a model on a benchmark, VAR off and on")
+    _add_run_arguments(evaluate)
+    evaluate.set_defaults(func=run_eval_command)
+
+    report = commands.add_parser("report", help="merge a run's record files and write report.md/.json/.png")
+    report.add_argument("out", help="an eval output folder")
+    report.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    report.set_defaults(func=run_report_command)
+
+    sweep = commands.add_parser("sweep", help="VAR over a rho/p/tau grid, reusing one base arm")
+    _add_run_arguments(sweep, var_flags=False)
+    sweep.add_argument("--rho", default=None, help="comma-separated rho values (default: the preset's)")
+    sweep.add_argument("--p", default=None, help="comma-separated p values (default: the model's)")
+    sweep.add_argument("--tau", default=None, help="comma-separated tau values (default: the model's)")
+    sweep.set_defaults(func=run_sweep_command)
+
+    score = commands.add_parser("score", help="score an answers file made elsewhere")
+    score.add_argument("--bench", required=True, help=f"benchmark NAME or NAME:SUBSET; one of {_known()}")
+    score.add_argument("--answers", required=True, help="JSONL answers: LLaVA's (question_id, text) or vasink records")
+    score.add_argument("--data", default=None, help="dataset id or local question file (default: the benchmark's)")
+    score.add_argument("--images", default=None, help="image folder for local question files")
+    score.add_argument("--out", default=None, help="also write the scores to this JSON file")
+    score.set_defaults(func=run_score_command)
+
+
+def _settings(args, **extra):
+    from .eval.runner import EvalSettings, parse_shard
+
+    sink_dims = tuple(int(d) for d in args.sink_dims.split(",")) if args.sink_dims else None
+    return EvalSettings(bench=args.bench, model=args.model, preset=args.preset, limit=args.limit, sink_dims=sink_dims,
+                        batch_size=args.batch_size, data=args.data, images=args.images, out=args.out,
+                        shard=parse_shard(args.shard), device=args.device, **extra)
+
+
+def _finish(args, summary) -> int:
+    from .eval.report import build_report
+
+    print(f"{summary['generated']} answers generated, {summary['skipped']} already done; "
+          f"records: {summary['records_file']}")
+    if not args.no_report:
+        build_report(summary["out"], resamples=args.resamples)
+        print(f"report: {summary['out'] / 'report.md'}")
+    return 0
+
+
+def run_eval_command(args) -> int:
+    from .eval.runner import run_eval
+
+    return _finish(args, run_eval(_settings(args, var=args.var, rho=args.rho, p=args.p, tau=args.tau)))
+
+
+def run_sweep_command(args) -> int:
+    from .eval.sweep import parse_grid, run_sweep
+
+    summary = run_sweep(_settings(args), parse_grid(args.rho, None), parse_grid(args.p, None),
+                        parse_grid(args.tau, None))
+    return _finish(args, summary)
+
+
+def run_report_command(args) -> int:
+    from pathlib import Path
+
+    from .eval.report import build_report
+
+    build_report(args.out, resamples=args.resamples)
+    print((Path(args.out) / "report.md").read_text())
+    return 0
+
+
+def run_score_command(args) -> int:
+    from .eval.score import score_answers
+
+    result = score_answers(args.bench, args.answers, args.data, args.images)
+    for scope, metrics in result["metrics"].items():
+        print(f"{scope}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    if result["missing"]:
+        print(f"({result['missing']} samples of the benchmark have no answer in {args.answers})")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0

@@ -1,0 +1,54 @@
+"""CV-Bench (Tong et al., 2024): 2D (count, relation; ADE20K and COCO) and 3D (depth, distance; Omni3D).
+
+Hub: ``nyu-visionx/CV-Bench`` (split ``test``; columns idx, type, task, image, question, choices, answer
+"(A)", prompt, source, ...). Scores as SPEC §6: 2D = mean(ADE20K, COCO), 3D = Omni3D, overall = mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...scoring.choice import CVBENCH_2D_SOURCES, CVBENCH_3D_SOURCES, option_letter
+from ..registry import Benchmark, Sample, Score, ratio, register
+from ._choice import LETTER_ANSWER, LETTERS
+
+SOURCES = CVBENCH_2D_SOURCES + CVBENCH_3D_SOURCES
+
+
+@register("cvbench")
+class CVBench(Benchmark):
+    description = "CV-Bench 2D / 3D / overall"
+    default_data = "nyu-visionx/CV-Bench"
+    subsets = ("2D", "3D")
+    prompt_suffix = LETTER_ANSWER
+    max_new_tokens = 128
+    preset = "vision-centric"
+
+    def sample_from_row(self, row) -> Sample:
+        source = row.text("source")
+        if source not in SOURCES:
+            raise row.error("source", f"is {source!r}; expected one of {', '.join(SOURCES)}")
+        choices = row.texts("choices")
+        letter = option_letter(row.text("answer"), LETTERS[:len(choices)])
+        if letter is None:
+            raise row.error("answer", "should be an option letter such as '(A)'")
+        prompt = row.text("prompt", default="") or row.text("question", "text")
+        return Sample(id=str(row.text("idx", "question_id")), prompt=self.make_prompt(prompt), target=letter,
+                      image=row.image("image"), subset=row.text("type", default="2D" if source != "Omni3D" else "3D"),
+                      image_id=row.text("filename", default=""), question=prompt,
+                      meta={"choices": choices, "source": source})
+
+    def score(self, target, answer, meta) -> Score:
+        letter = option_letter(answer, LETTERS[:len(meta["choices"])], choices=meta["choices"])
+        right = letter == target
+        source = meta["source"]
+        return Score(letter, right, {"correct": float(right), f"n_{source}": 1.0, f"right_{source}": float(right)})
+
+    def metrics(self, stats):
+        zeros = np.zeros_like(stats["correct"])
+        out = {s: ratio(stats.get(f"right_{s}", zeros), stats.get(f"n_{s}", zeros), np.nan) for s in SOURCES}
+        out["2d"] = sum(out[s] for s in CVBENCH_2D_SOURCES) / len(CVBENCH_2D_SOURCES)
+        out["3d"] = sum(out[s] for s in CVBENCH_3D_SOURCES) / len(CVBENCH_3D_SOURCES)
+        out["overall"] = (out["2d"] + out["3d"]) / 2
+        out["accuracy"] = stats["correct"].mean(-1)
+        return out

@@ -1,0 +1,28 @@
+"""VizWiz-VQA (Gurari et al., 2018): photos taken by blind people, many unanswerable; VQA accuracy.
+
+Hub: ``lmms-lab/VizWiz-VQA`` (split ``val``; columns question_id, image, question, answers, category).
+LLaVA's prompt asks for "Unanswerable" when the image does not tell.
+"""
+
+from __future__ import annotations
+
+from ..registry import Benchmark, Sample, register
+from .pope import SHORT_ANSWER
+from .vqav2 import VqaScoring, answers_of
+
+UNANSWERABLE = "\nWhen the provided information is insufficient, respond with 'Unanswerable'."
+
+
+@register("vizwiz")
+class VizWiz(VqaScoring, Benchmark):
+    description = "VizWiz-VQA val, VQA accuracy"
+    default_data = "lmms-lab/VizWiz-VQA"
+    default_split = "val"
+    prompt_suffix = UNANSWERABLE + SHORT_ANSWER
+    max_new_tokens = 128
+
+    def sample_from_row(self, row) -> Sample:
+        question = row.text("question", "text")
+        return Sample(id=row.text("question_id"), prompt=self.make_prompt(question),
+                      target=answers_of(row, "answers"), image=row.image("image"),
+                      subset=row.text("category", default=""), image_id=row.text("question_id"), question=question)

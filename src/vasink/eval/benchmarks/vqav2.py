@@ -1,0 +1,54 @@
+"""VQAv2 (Goyal et al., 2017): open answers, VQA accuracy over 10 human answers.
+
+Hub: ``lmms-lab/VQAv2`` (split ``validation``; columns question_type, multiple_choice_answer, answers
+[{answer, answer_confidence, answer_id}], image_id, answer_type, question_id, question, image). The
+``testdev`` split has no answers (LLaVA submits it to EvalAI). Local: LLaVA's question JSONL with an
+``answers`` field (a list of strings or of {answer: ...}).
+"""
+
+from __future__ import annotations
+
+from ...scoring import normalize_vqa_answer, vqa_accuracy
+from ..registry import Benchmark, Sample, Score, register
+from .pope import SHORT_ANSWER
+
+
+class VqaScoring:
+    correct_metric = None  # VQA accuracy is a fraction per question, not right/wrong
+    metric_name = "vqa_accuracy"
+
+    def score(self, target, answer, meta) -> Score:
+        value = vqa_accuracy(answer, target)
+        return Score(normalize_vqa_answer(answer), None, {"correct": value})
+
+    def metrics(self, stats):
+        return {self.metric_name: stats["correct"].mean(-1)}
+
+
+def answers_of(row, *names: str) -> list[str]:
+    value = row.get(*names)
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], dict):
+        if not all("answer" in a for a in value):
+            raise row.error(names[0], "should be a list of {'answer': ...}")
+        value = [a["answer"] for a in value]
+    answers = row.texts(*names) if not isinstance(value, list) else [str(a) for a in value]
+    if not answers:
+        raise row.error(names[0], "is an empty list of answers")
+    return answers
+
+
+@register("vqav2")
+class VQAv2(VqaScoring, Benchmark):
+    description = "VQAv2 val, VQA accuracy"
+    default_data = "lmms-lab/VQAv2"
+    default_split = "validation"
+    subsets = ("yes/no", "number", "other")
+    prompt_suffix = SHORT_ANSWER
+    max_new_tokens = 128
+
+    def sample_from_row(self, row) -> Sample:
+        question = row.text("question", "text")
+        return Sample(id=row.text("question_id"), prompt=self.make_prompt(question),
+                      target=answers_of(row, "answers"), image=row.image("image"),
+                      subset=row.text("answer_type", default=""), image_id=row.text("image_id", default=""),
+                      question=question)

@@ -1,0 +1,234 @@
+"""Dataset rows from the Hugging Face hub or from local files, with errors that name file, row and field.
+
+Sources (``--data``):
+
+- a hub dataset id (``lmms-lab/POPE``): loaded with ``datasets`` (imported only then);
+- a folder written by ``datasets.save_to_disk``;
+- a local ``.parquet``, ``.jsonl``, ``.json``, ``.csv`` or ``.tsv`` file in the dataset's own column
+  schema, or in LLaVA's question-JSONL format (``question_id``, ``image``, ``text``, ``category``, plus
+  the ground truth), with image paths relative to ``--images`` (default: the file's folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+TABLE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv", ".tsv")
+_MISSING = object()
+
+
+class DatasetRowError(ValueError):
+    """A dataset row lacks a field or holds a value of the wrong kind."""
+
+
+class MissingImagesError(FileNotFoundError):
+    """Image files named by the dataset do not exist."""
+
+    def __init__(self, paths: Sequence[Path], where: str = ""):
+        self.paths = list(paths)
+        shown = "\n  ".join(str(p) for p in self.paths[:20])
+        more = f"\n  ... and {len(self.paths) - 20} more" if len(self.paths) > 20 else ""
+        super().__init__(f"{len(self.paths)} image file(s) not found{where}:\n  {shown}{more}")
+
+
+class Row:
+    """One dataset row; every accessor names the file, the row and the field when something is wrong."""
+
+    def __init__(self, values: dict, source: str, index: int, images: Path | None = None, lazy_images=None):
+        self.values, self.source, self.index, self.images = values, source, index, images
+        self._lazy_images = lazy_images or {}
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}: row {self.index}"
+
+    def error(self, field: str, problem: str) -> DatasetRowError:
+        return DatasetRowError(f"{self.where}: field {field!r} {problem}")
+
+    def has(self, field: str) -> bool:
+        return field in self.values or field in self._lazy_images
+
+    def get(self, *names: str, default: Any = _MISSING) -> Any:
+        """The value of the first of ``names`` present (LLaVA's files and the hub name fields differently)."""
+        for name in names:
+            if name in self.values and self.values[name] is not None:
+                return self.values[name]
+        if default is not _MISSING:
+            return default
+        alternatives = " or ".join(repr(n) for n in names)
+        raise DatasetRowError(f"{self.where}: field {alternatives} is missing "
+                              f"(row has {', '.join(sorted(map(str, self.values))) or 'no fields'})")
+
+    def text(self, *names: str, default: Any = _MISSING) -> str:
+        value = self.get(*names, default=default)
+        if value is default and default is not _MISSING:
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise self.error(names[0], f"should be text, got {type(value).__name__} {value!r:.60}")
+        return value
+
+    def texts(self, *names: str) -> list[str]:
+        value = self.get(*names)
+        if isinstance(value, str):
+            try:  # CSV files hold lists as JSON / Python literals
+                value = json.loads(value.replace("'", '"')) if value.strip().startswith("[") else [value]
+            except json.JSONDecodeError:
+                raise self.error(names[0], f"should be a list of strings, got {value!r:.60}") from None
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, int, float)) for v in value):
+            raise self.error(names[0], f"should be a list of strings, got {value!r:.60}")
+        return [str(v) for v in value]
+
+    def image(self, *names: str):
+        """An image reference for :class:`vasink.eval.registry.Sample`: a PIL image, a path or a loader."""
+        for name in names:
+            if name in self._lazy_images:
+                return self._lazy_images[name]
+        value = self.get(*names)
+        if isinstance(value, (list, tuple)):  # SEED-Bench: a sequence of images; the first is the image
+            if not value:
+                raise self.error(names[0], "is an empty list of images")
+            value = value[0]
+        if hasattr(value, "convert"):  # a PIL image
+            return value
+        if isinstance(value, dict):
+            if value.get("bytes"):
+                data = value["bytes"]
+                return lambda: _image_from_bytes(data)
+            if value.get("path"):
+                return self._path(value["path"])
+            raise self.error(names[0], "holds neither image bytes nor a path")
+        if isinstance(value, str) and value:
+            return self._path(value)
+        raise self.error(names[0], f"should be an image, a path or {{'bytes', 'path'}}, got {value!r:.60}")
+
+    def _path(self, name: str) -> Path:
+        path = Path(name)
+        return path if path.is_absolute() or self.images is None else self.images / path
+
+
+def _image_from_bytes(data: bytes):
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+class Table:
+    def __init__(self, rows: list[Row]):
+        self._rows = rows
+
+    def rows(self) -> Iterator[Row]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def open_table(source: str | None, config: str | None = None, split: str = "test", images: str | None = None,
+               what: str = "benchmark") -> Table:
+    if not source:
+        raise ValueError(f"{what} has no public default dataset: pass --data PATH (see the benchmark's help)")
+    path = Path(source).expanduser()
+    image_root = Path(images).expanduser() if images else None
+    if path.is_dir():
+        if any((path / n).exists() for n in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            return _hub_table(_load_from_disk(path, split), str(path))
+        tables = sorted(p for p in path.iterdir() if p.suffix in TABLE_SUFFIXES)
+        if len(tables) != 1:
+            raise ValueError(f"{path}: expected one question file ({', '.join(TABLE_SUFFIXES)}) in the folder, "
+                             f"found {[p.name for p in tables] or 'none'}; pass the file itself as --data")
+        path = tables[0]
+    if path.is_file():
+        return Table(_local_rows(path, image_root or path.parent))
+    if path.suffix in TABLE_SUFFIXES or source.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"--data {source}: no such file")
+    return _hub_table(_load_hub(source, config, split), f"{source}[{split}]")
+
+
+def _local_rows(path: Path, images: Path) -> list[Row]:
+    source = str(path)
+    if path.suffix == ".jsonl":
+        records = []
+        for i, line in enumerate(path.read_text().splitlines()):
+            if not line.strip():
+                continue
+            try:
+                records.append((i, json.loads(line)))
+            except json.JSONDecodeError as error:
+                raise DatasetRowError(f"{source}: row {i}: not valid JSON ({error.msg})") from None
+    elif path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise DatasetRowError(f"{source}: not valid JSON ({error})") from None
+        if isinstance(data, dict):  # {"id": {...}, ...} (MM-Vet's mm-vet.json)
+            data = [{"question_id": key, **value} for key, value in data.items()]
+        records = list(enumerate(data))
+    elif path.suffix in (".csv", ".tsv"):
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+            records = list(enumerate(reader))
+    elif path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:  # pragma: no cover - comes with `datasets`
+            raise ImportError("reading .parquet needs pyarrow: pip install 'vasink[eval]'") from None
+        records = list(enumerate(pq.read_table(path).to_pylist()))
+    else:
+        raise ValueError(f"{source}: unsupported file type (use {', '.join(TABLE_SUFFIXES)})")
+    rows = []
+    for i, record in records:
+        if not isinstance(record, dict):
+            raise DatasetRowError(f"{source}: row {i}: expected an object with fields, got {type(record).__name__}")
+        rows.append(Row(record, source, i, images))
+    return rows
+
+
+def _datasets():
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("loading hub datasets needs `datasets`: pip install 'vasink[eval]'") from None
+    return datasets
+
+
+def _load_hub(dataset_id: str, config: str | None, split: str):
+    return _datasets().load_dataset(dataset_id, config, split=split)
+
+
+def _load_from_disk(path: Path, split: str):
+    loaded = _datasets().load_from_disk(str(path))
+    return loaded[split] if hasattr(loaded, "keys") else loaded
+
+
+def _hub_table(dataset, source: str) -> Table:
+    """Rows of a ``datasets.Dataset``; image columns stay undecoded until a sample needs them."""
+    image_columns = [name for name, feature in dataset.features.items() if "Image" in repr(feature)]
+    text_part = dataset.remove_columns(image_columns) if image_columns else dataset
+    rows = []
+    for i, values in enumerate(text_part):
+        lazy = {name: (lambda i=i, name=name: _first_image(dataset[i][name])) for name in image_columns}
+        rows.append(Row(values, source, i, None, lazy))
+    return Table(rows)
+
+
+def _first_image(value):
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
+def check_images(samples, where: str = "") -> None:
+    """Raise :class:`MissingImagesError` listing every sample image path that does not exist."""
+    missing = []
+    for sample in samples:
+        path = sample.image_path()
+        if path is not None and not path.exists():
+            missing.append(path)
+    if missing:
+        raise MissingImagesError(sorted(set(missing)), where)

@@ -1,0 +1,64 @@
+"""Load the model to evaluate: ``organism`` (the shipped model) or a local path / hub id of a model class
+vasink supports (``vasink.supported_model_classes()``), with its processor and its base VAR config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    processor: Any
+    name: str
+    var_config: Any  # vasink.VARConfig with the model's sink dims and tau (other fields: defaults)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+
+def default_device() -> str:
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"
+
+
+def load_model(spec: str = "organism", device: str | None = None, dtype: str | None = None) -> LoadedModel:
+    from ..config import VARConfig
+
+    device = device or default_device()
+    if spec == "organism":
+        from .. import organism
+
+        model, processor = organism.load()
+        config = organism.recommended_config()
+        return LoadedModel(model.to(device), processor, "organism", config)
+
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoProcessor
+
+    from ..models import UnsupportedModelError, supported_model_classes
+
+    try:
+        model_config = AutoConfig.from_pretrained(spec)
+    except OSError as error:  # not a local folder, and not on the hub (or no network)
+        raise FileNotFoundError(f"cannot load model {spec!r}: {error}") from None
+    architectures = getattr(model_config, "architectures", None) or []
+    supported = supported_model_classes()
+    cls_name = next((a for a in architectures if a in supported), None)
+    if cls_name is None:
+        raise UnsupportedModelError(f"{spec}: model class {architectures or '(none in config.json)'} is not supported "
+                                    f"by vasink; supported: {', '.join(supported)}")
+    torch_dtype = dtype or ("float16" if str(device).startswith("cuda") else "float32")
+    model = getattr(transformers, cls_name).from_pretrained(spec, dtype=getattr(torch, torch_dtype),
+                                                            attn_implementation="sdpa")
+    processor = AutoProcessor.from_pretrained(spec)
+    processor.tokenizer.padding_side = "left"
+    return LoadedModel(model.to(device).eval(), processor, spec, VARConfig())

@@ -1,0 +1,123 @@
+"""The output folder of a run: ``run.json`` (what was run, per arm) and JSONL record files.
+
+One record per (sample, arm), appended and flushed per batch::
+
+    {"id", "arm", "subset", "image_id", "question", "target", "prompt_hash", "raw", "parsed", "correct",
+     "stats", "config_hash"}
+
+A run with ``--shard I/N`` (or under ``accelerate launch``) writes ``records.shard-I-of-N.jsonl``; an
+unsharded run writes ``records.jsonl``. Readers merge every ``records*.jsonl`` in the folder.
+A line cut short by a kill is dropped when the file is next opened for appending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+RUN_FILE = "run.json"
+RECORDS_GLOB = "records*.jsonl"
+
+
+def config_hash(payload: Mapping) -> str:
+    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def records_file(out: Path, shard: tuple[int, int] | None) -> Path:
+    if shard is None or shard[1] == 1:
+        return out / "records.jsonl"
+    return out / f"records.shard-{shard[0]}-of-{shard[1]}.jsonl"
+
+
+class ConfigMismatch(ValueError):
+    """The output folder holds records of a run with other settings."""
+
+
+def check_run(out: Path, run: dict, arms: Mapping[str, dict]) -> dict:
+    """Compare with ``out/run.json`` (refusing any difference in the run settings or in an existing
+    arm's config), add new arms, write it back, and return the arms' config hashes."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RUN_FILE
+    stored = json.loads(path.read_text()) if path.exists() else {"run": run, "arms": {}}
+    hint = f"use another --out, or delete {out} to start over"
+    for key in sorted(set(stored["run"]) | set(run)):
+        if stored["run"].get(key) != run.get(key):
+            raise ConfigMismatch(f"{out} holds a run with {key}={stored['run'].get(key)!r}, but this run has "
+                                 f"{key}={run.get(key)!r}; results would mix ({hint})")
+    hashes = {}
+    for name, config in arms.items():
+        hashes[name] = config_hash({"run": run, "arm": name, "config": config})
+        old = stored["arms"].get(name)
+        if old is not None and old["config_hash"] != hashes[name]:
+            before, after = old["config"] or {}, config or {}
+            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+            detail = ", ".join(f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in changed) or "VAR on/off"
+            raise ConfigMismatch(f"{out} holds arm {name!r} run with another VAR config (differs in {detail}); {hint}")
+        stored["arms"][name] = {"config": config, "config_hash": hashes[name]}
+    temporary = path.with_suffix(f".tmp{os.getpid()}")
+    temporary.write_text(json.dumps(stored, indent=2, sort_keys=True))
+    temporary.replace(path)
+    return hashes
+
+
+def read_run(out: Path) -> dict:
+    path = Path(out) / RUN_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{out}: no {RUN_FILE} (not a vasink eval output folder)")
+    return json.loads(path.read_text())
+
+
+def read_records(out: Path, files: Iterable[Path] | None = None) -> list[dict]:
+    """Every complete record of the folder (all shards), in file order; a cut-off last line is skipped."""
+    records = []
+    for path in sorted(files if files is not None else Path(out).glob(RECORDS_GLOB)):
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # the tail of a killed write
+    return records
+
+
+class RecordWriter:
+    """Appends records to one file, one flush (and fsync) per batch."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._repair()
+        self._file = path.open("a")
+
+    def _repair(self) -> None:
+        """Cut a partial last line (from a kill mid-write), so appends start on a fresh line."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with self.path.open("r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+
+    def write_batch(self, records: Iterable[dict]) -> None:
+        for record in records:
+            self._file.write(json.dumps(record, default=_plain) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)

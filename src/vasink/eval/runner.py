@@ -1,0 +1,182 @@
+"""``vasink eval``: generate answers for base and VAR arms on the same prompts, batched, resumable.
+
+    from vasink.eval import EvalSettings, run_eval
+    run_eval(EvalSettings(bench="organism-pope", limit=100, out="runs/pope"))
+
+Each batch is generated once per arm (greedy, left padding), scored, appended to the records file and
+flushed, so a killed run loses at most the batch in flight; running the same command again skips what
+is done. A changed config in the same output folder is refused (:mod:`vasink.eval.records`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import data as datamod
+from . import records as recmod
+from .registry import Benchmark, Sample, get_benchmark, parse_bench
+
+VAR_MODES = ("off", "on", "both")
+
+
+@dataclass
+class EvalSettings:
+    bench: str  # "NAME" or "NAME:SUBSET"
+    model: str = "organism"
+    var: str = "both"  # off | on | both
+    preset: str | None = None  # VAR preset; default: the benchmark's (general / hallucination / vision-centric)
+    rho: float | None = None
+    p: float | None = None
+    tau: float | None = None
+    sink_dims: tuple[int, ...] | None = None  # default: the model's known / measured dims
+    limit: int | None = None  # first N samples of each subset
+    batch_size: int = 8
+    data: str | None = None  # dataset id or local file (default: the benchmark's)
+    images: str | None = None  # image folder for local question files
+    out: str | None = None  # default: vasink-eval/<bench>
+    shard: tuple[int, int] | None = None  # (index, count); default: from accelerate's RANK / WORLD_SIZE
+    device: str | None = None
+    progress: bool = True
+    extra_arms: dict = field(default_factory=dict)  # name -> VARConfig (vasink sweep)
+
+    def output_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("vasink-eval") / self.bench.replace(":", "-")
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """"I/N" -> (I, N), 0 <= I < N."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def launcher_shard() -> tuple[int, int] | None:
+    """The data-parallel shard of this process under ``accelerate launch`` / torchrun, if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
+
+
+def var_arms(settings: EvalSettings, bench: Benchmark, base_config) -> dict:
+    """Arm name -> VARConfig (None for the base arm)."""
+    from ..config import PRESETS
+
+    if settings.sink_dims:
+        base_config = base_config.replace(sink_dims=tuple(settings.sink_dims))
+    if settings.var not in VAR_MODES:
+        raise ValueError(f"--var must be one of {VAR_MODES}, got {settings.var!r}")
+    arms: dict = {}
+    if settings.var in ("off", "both"):
+        arms["base"] = None
+    if settings.var in ("on", "both"):
+        preset = settings.preset or bench.preset
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        overrides = {**PRESETS[preset], **{k: v for k, v in (("rho", settings.rho), ("p", settings.p),
+                                                                   ("tau", settings.tau)) if v is not None}}
+        arms["var"] = base_config.replace(**overrides)
+    arms.update(settings.extra_arms)
+    return arms
+
+
+def config_payload(config) -> dict | None:
+    return None if config is None else dataclasses.asdict(config)
+
+
+def prepare(settings: EvalSettings):
+    """Everything that can fail before a model is loaded: the benchmark, its judge, its samples, images."""
+    name, subset = parse_bench(settings.bench)
+    bench = get_benchmark(name)
+    bench.judge_check()
+    samples = bench.load(settings.data, subset, settings.limit, settings.images)
+    shard = settings.shard or launcher_shard()
+    if shard is not None:
+        samples = samples[shard[0]::shard[1]]
+    datamod.check_images(samples, f" (benchmark {name}; nothing was generated for them)")
+    return bench, subset, samples, shard
+
+
+def run_eval(settings: EvalSettings, loaded=None, after_batch: Callable[[int], None] | None = None) -> dict:
+    """Run (or resume) an evaluation; returns {"out", "generated", "skipped", "records_file"}."""
+    from .loading import load_model
+
+    bench, subset, samples, shard = prepare(settings)
+    if settings.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {settings.batch_size}")
+    loaded = loaded or load_model(settings.model, settings.device)
+    arms = var_arms(settings, bench, loaded.var_config)
+    out = settings.output_dir()
+    run = {"benchmark": bench.name, "subset": subset, "model": loaded.name,
+           "data": settings.data or bench.default_data or "built-in", "max_new_tokens": bench.max_new_tokens,
+           "decoding": "greedy", "prompt_suffix": bench.prompt_suffix}
+    hashes = recmod.check_run(out, run, {arm: config_payload(c) for arm, c in arms.items()})
+    done = set()
+    for record in recmod.read_records(out):
+        if record.get("arm") in hashes and record.get("config_hash") == hashes[record["arm"]]:
+            done.add((record["id"], record["arm"]))
+    pending = [s for s in samples if any((s.id, arm) not in done for arm in arms)]
+    todo_count = sum((s.id, arm) not in done for s in pending for arm in arms)
+    path = recmod.records_file(out, shard)
+    generated = 0
+    with recmod.RecordWriter(path) as writer, _progress(settings, bench, todo_count) as bar:
+        for batch_index, start in enumerate(range(0, len(pending), settings.batch_size)):
+            batch = pending[start:start + settings.batch_size]
+            images = {s.id: s.load_image() for s in batch}
+            for arm, config in arms.items():
+                todo = [s for s in batch if (s.id, arm) not in done]
+                if not todo:
+                    continue
+                answers = generate(loaded, [images[s.id] for s in todo], [s.prompt for s in todo],
+                                   bench.max_new_tokens, config)
+                writer.write_batch(make_record(bench, s, arm, a, hashes[arm]) for s, a in zip(todo, answers))
+                generated += len(todo)
+                bar.update(len(todo))
+            if after_batch is not None:
+                after_batch(batch_index)
+    return {"out": out, "generated": generated, "skipped": len(samples) * len(arms) - todo_count,
+            "records_file": path}
+
+
+def _progress(settings: EvalSettings, bench: Benchmark, total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"{bench.name}", unit="sample", disable=not settings.progress, dynamic_ncols=True)
+
+
+def generate(loaded, images, prompts, max_new_tokens: int, config=None) -> list[str]:
+    """Greedy answers for one left-padded batch, with VAR on when ``config`` is given."""
+    import contextlib
+
+    import torch
+
+    from ..api import var
+    from ..organism import build_inputs
+
+    inputs = build_inputs(loaded.processor, images, list(prompts)).to(loaded.device)
+    if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+        inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
+    context = var(loaded.model, config) if config is not None else contextlib.nullcontext()
+    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+    with context, torch.no_grad():
+        output = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                       pad_token_id=tokenizer.pad_token_id)
+    new_tokens = output[:, inputs["input_ids"].shape[1]:]
+    return [text.strip() for text in loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def make_record(bench: Benchmark, sample: Sample, arm: str, answer: str, config_hash: str) -> dict:
+    meta = {**sample.meta, "question": sample.question}
+    score = bench.score(sample.target, answer, meta)
+    return {"id": sample.id, "arm": arm, "subset": sample.subset, "image_id": sample.image_id,
+            "question": sample.question, "target": sample.target, "prompt_hash": sample.prompt_hash,
+            "raw": answer, "parsed": score.parsed, "correct": score.correct,
+            "stats": {k: float(v) for k, v in score.stats.items()}, "config_hash": config_hash}

@@ -1,0 +1,44 @@
+"""``vasink sweep``: VAR over a grid of rho / p / tau on one benchmark, sharing one base arm.
+
+The base arm's records are written once (or found from an earlier eval/sweep in the same folder) and
+reused by every grid point; each point is an arm named ``var-rho<R>-p<P>-tau<T>``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from .runner import EvalSettings, prepare, run_eval
+
+
+def arm_name(rho: float, p: float, tau: float) -> str:
+    return f"var-rho{rho:g}-p{p:g}-tau{tau:g}"
+
+
+def parse_grid(text: str | None, default: float | None) -> list[float | None]:
+    if text is None:
+        return [default]
+    try:
+        return [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"a sweep grid is comma-separated numbers, got {text!r}") from None
+
+
+def run_sweep(settings: EvalSettings, rhos: Sequence[float | None], ps: Sequence[float | None],
+              taus: Sequence[float | None], loaded=None) -> dict:
+    """Evaluate base + every (rho, p, tau) point; returns run_eval's summary."""
+    from ..config import PRESETS
+    from .loading import load_model
+
+    bench, *_ = prepare(settings)  # fail on data / images / judge before loading the model
+    loaded = loaded or load_model(settings.model, settings.device)
+    base = loaded.var_config.replace(**PRESETS[settings.preset or bench.preset])
+    if settings.sink_dims:
+        base = base.replace(sink_dims=tuple(settings.sink_dims))
+    arms = {}
+    for rho, p, tau in itertools.product(rhos, ps, taus):
+        config = base.replace(**{k: v for k, v in (("rho", rho), ("p", p), ("tau", tau)) if v is not None})
+        arms[arm_name(config.rho, config.p, config.tau)] = config
+    sweep_settings = EvalSettings(**{**settings.__dict__, "var": "off", "extra_arms": arms})
+    return run_eval(sweep_settings, loaded=loaded)

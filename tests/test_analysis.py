@@ -1,0 +1,322 @@
+"""Analysis on tiny random LLaVA models with planted sinks: sink maps, masking, heads, residual, report, errors."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from conftest import SINK_DIMS, SinkPlanter, tiny_llava, tiny_processor
+from PIL import Image
+
+import vasink
+from vasink import VARConfig
+from vasink.analysis import ablations, capture_forward, image_grids
+from vasink.analysis.heads import HeadMap
+from vasink.analysis.residual import ResidualTable, contribution_norms, token_classes
+from vasink.analysis.runs import analyze_ablations, analyze_attention, analyze_heads, analyze_sinks
+from vasink.analysis.samples import AnalysisSample, build_inputs
+from vasink.analysis.sink_figures import sink_grid
+from vasink.state import LayerPlan
+
+CONFIG = VARConfig(tau=4.0, rho=0.5, p=0.6, min_visual_attention=0.2, sink_dims=SINK_DIMS)
+PLANTED = (2, 9)  # image-token ordinals the planter makes massive: cells (0, 2) and (2, 1) of the 4x4 grid
+
+
+def image(seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: two intra-op threads spin against other jobs (100x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup(one_thread):
+    model = tiny_llava(attn_implementation="sdpa")
+    planter = SinkPlanter(model, patches=PLANTED)
+    processor = tiny_processor()
+    yield model, processor
+    planter.remove()
+
+
+def inputs_for(processor, question="what is in the image ?", seed=0):
+    return build_inputs(processor, image(seed), question)
+
+
+def test_sink_map_marks_exactly_the_planted_patches(setup):
+    model, processor = setup
+    inputs = inputs_for(processor)
+    capture = capture_forward(model, inputs, CONFIG)
+    grid = image_grids(model, inputs["input_ids"])[0][0]
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    for ordinal in PLANTED:
+        expected[ordinal // 4, ordinal % 4] = True
+    for layer in range(capture.num_layers):
+        want = expected if layer >= 2 else torch.zeros_like(expected)
+        assert torch.equal(sink_grid(capture, grid, layer), want), layer
+    assert capture.text_sinks(2).nonzero().flatten().tolist() == [0]  # BOS
+    # the same sinks as the core's detection
+    report = vasink.detect_sinks(model, inputs, CONFIG)
+    assert torch.equal(capture.sinks[2], report[2].sink_mask[0])
+
+
+def test_sink_analysis_is_one_forward_and_its_report_is_self_contained(setup, tmp_path):
+    model, processor = setup
+    calls = []
+    hook = model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        path = analyze_sinks(model, processor, image(), "what is in the image ?", CONFIG, tmp_path, echo=lambda s: None)
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    html = path.read_text()
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert {p.name for p in pngs} == {"phi_strip.png", "sink_dimensions.png", "visual_sinks.png"}
+    assert "<script" not in html.lower() and "<link" not in html.lower()
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", html)
+    assert html.count("src='data:image/png;base64,") == len(pngs)
+    import base64
+
+    for png in pngs:
+        assert base64.b64encode(png.read_bytes()).decode() in html
+    numbers = json.loads((tmp_path / "numbers.json").read_text())
+    assert numbers["layers"][2]["visual_sink_cells"] == [[0, 2], [2, 1]]
+    assert numbers["config"]["tau"] == 4.0
+
+
+def test_mask_attention_removes_exactly_the_masked_weights():
+    torch.manual_seed(0)
+    weights = torch.softmax(torch.randn(2, 3, 5, 7), -1)
+    keys = torch.zeros(2, 7, dtype=torch.bool)
+    keys[0, [1, 4]] = True
+    keys[1, 6] = True
+    queries = torch.tensor([[0, 1, 1, 0, 1], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    out = ablations.mask_attention(weights, keys, queries)
+    for b in range(2):
+        for q in range(5):
+            for h in range(3):
+                row, new = weights[b, h, q], out[b, h, q]
+                if queries[b, q]:
+                    kept = torch.where(keys[b], 0.0, row)
+                    torch.testing.assert_close(new, kept / kept.sum())
+                else:
+                    assert torch.equal(new, row)
+    all_masked = ablations.mask_attention(weights, torch.ones(2, 7, dtype=torch.bool), queries)
+    assert torch.equal(all_masked, weights)  # nothing left to renormalize: the row is untouched, never NaN
+
+
+def test_masking_visual_sinks_on_the_model(setup):
+    model, processor = setup
+    inputs = inputs_for(processor)
+    stock = capture_forward(model, inputs, CONFIG)
+    masked = capture_forward(model, inputs, CONFIG, intervention=ablations.mask_visual_sinks())
+    rows = stock.eligible_rows()
+    sinks = stock.visual_sinks(2)
+    before, after = stock.weights[2][:, rows], masked.weights[2][:, rows]  # layer 2: stock inputs
+    assert after[..., sinks].abs().max() == 0
+    kept = torch.where(sinks, 0.0, before)
+    torch.testing.assert_close(after, kept / kept.sum(-1, keepdim=True), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(masked.weights[1], stock.weights[1], rtol=0, atol=0)  # layer 1 untouched
+
+
+def plan_for(visual, sinks, eligible):
+    return LayerPlan(visual_keys=visual, sink_keys=sinks, eligible_queries=eligible)
+
+
+def test_random_mask_matches_the_sink_count_and_is_fixed_per_image():
+    visual = torch.zeros(2, 30, dtype=torch.bool)
+    visual[:, 5:21] = True
+    sinks_a = torch.zeros_like(visual)
+    sinks_a[0, [7, 14]] = True
+    sinks_a[1, [0, 9, 12, 20]] = True  # BOS + three visual sinks
+    orders = [torch.randperm(16, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+    chosen = ablations.random_visual_keys(visual, sinks_a, orders)
+    assert chosen.sum(-1).tolist() == [2, 3]
+    assert not (chosen & sinks_a).any() and not (chosen & ~visual).any()
+    assert torch.equal(chosen, ablations.random_visual_keys(visual, sinks_a, orders))
+    sinks_b = sinks_a.clone()
+    sinks_b[0, 18] = True  # a layer with one more sink: the mask grows by one, keeping the others
+    grown = ablations.random_visual_keys(visual, sinks_b, orders)
+    assert grown.sum(-1).tolist() == [3, 3]
+    assert not (chosen[0] & ~grown[0] & ~sinks_b[0]).any()
+
+    weights = torch.softmax(torch.randn(2, 2, 30, 30), -1)
+    eligible = torch.zeros(2, 30, dtype=torch.bool)
+    eligible[:, 21:] = True
+    rule_one, rule_two = ablations.mask_random_visual(0, ["a", "b"]), ablations.mask_random_visual(1, ["a", "b"])
+    plan = plan_for(visual, sinks_a, eligible)
+    zeroed_one = rule_one(weights, plan, CONFIG, 2)[:, 0, 25] == 0
+    zeroed_two = rule_two(weights, plan, CONFIG, 2)[:, 0, 25] == 0
+    assert zeroed_one.sum(-1).tolist() == [2, 3]
+    assert torch.equal(zeroed_one, rule_one(weights, plan, CONFIG, 3)[:, 0, 25] == 0)  # same set every layer
+    assert not torch.equal(zeroed_one, zeroed_two)  # another seed, another set
+
+
+def test_budget_rules():
+    torch.manual_seed(1)
+    weights = torch.softmax(3 * torch.randn(1, 4, 12, 12), -1)
+    visual = torch.zeros(1, 12, dtype=torch.bool)
+    visual[0, 2:8] = True
+    sinks = torch.zeros_like(visual)
+    sinks[0, [0, 3]] = True
+    eligible = torch.zeros(1, 12, dtype=torch.bool)
+    eligible[0, 8:] = True
+    plan = plan_for(visual, sinks, eligible)
+    config = CONFIG.replace(rho=0.0, min_visual_attention=0.0)
+    from vasink.attention import var_rule
+
+    torch.testing.assert_close(ablations.redistribute_budget(weights, plan, config, "visual"),
+                               var_rule(weights, plan, config))
+    for receivers, receiving in (("text", ~visual & ~sinks), ("all", ~sinks)):
+        out = ablations.redistribute_budget(weights, plan, config, receivers)
+        torch.testing.assert_close(out.sum(-1), torch.ones(1, 4, 12))
+        rows = out[0, :, 8:]
+        torch.testing.assert_close(rows[..., sinks[0]], 0.4 * weights[0, :, 8:][..., sinks[0]])
+        untouched = ~receiving[0] & ~sinks[0]
+        torch.testing.assert_close(rows[..., untouched], weights[0, :, 8:][..., untouched])
+        assert torch.equal(out[0, :, :8], weights[0, :, :8])
+    all_heads = ablations.var_all_heads()(weights, plan, CONFIG, 2)
+    torch.testing.assert_close(all_heads, var_rule(weights, plan, config))
+
+
+def test_heads_map_against_a_direct_computation(setup):
+    model, processor = setup
+    captures = [capture_forward(model, inputs_for(processor, q, seed), CONFIG)
+                for seed, q in enumerate(["what is in the image ?", "is there a person in the picture ?"])]
+    accumulator = HeadMap(captures[0].num_layers, captures[0].num_heads, CONFIG.min_visual_attention)
+    for capture in captures:
+        accumulator.add(capture)
+    result = accumulator.result()
+    layers, heads = captures[0].num_layers, captures[0].num_heads
+    assert result["visual_mass"].shape == (layers, heads) and result["nonsink_ratio"].shape == (layers, heads)
+    assert set(result["selected"]) == {"general", "hallucination", "vision-centric"}
+    mass, ratio, ratio_rows, rows = np.zeros((layers, heads)), np.zeros((layers, heads)), np.zeros((layers, heads)), 0
+    selected = {name: np.zeros((layers, heads)) for name in result["selected"]}
+    for capture in captures:
+        ids = capture.input_ids.tolist()
+        visual = [j for j, t in enumerate(ids) if t == 99]
+        for position in [i for i in range(len(ids)) if i > visual[0] and ids[i] != 99]:
+            rows += 1
+            row = capture.query_positions.tolist().index(position)
+            for layer in range(layers):
+                sink_cols = [j for j in visual if capture.phi[layer, j] > CONFIG.tau and layer >= 2]
+                for head in range(heads):
+                    w = capture.weights[layer, head, row].double()
+                    m_v, m_sv = float(w[visual].sum()), float(w[sink_cols].sum())
+                    mass[layer, head] += m_v
+                    r = (m_v - m_sv) / m_v
+                    ratio[layer, head] += r
+                    ratio_rows[layer, head] += 1
+                    for name, rho in result["rho"].items():
+                        selected[name][layer, head] += m_v >= CONFIG.min_visual_attention and r >= rho
+    assert result["rows"] == rows
+    np.testing.assert_allclose(result["visual_mass"], mass / rows, rtol=1e-5)
+    np.testing.assert_allclose(result["nonsink_ratio"], ratio / ratio_rows, rtol=1e-5)
+    for name in selected:
+        np.testing.assert_allclose(result["selected"][name], selected[name] / rows)
+    assert result["prompts_with_visual_sink"].tolist() == [0, 0, 1, 1, 1]
+
+
+def test_residual_contribution_against_a_direct_computation(setup):
+    model, processor = setup
+    inputs = inputs_for(processor)
+    normed = {}
+    layer = 3
+    attn = model.model.language_model.layers[layer].self_attn
+    hook = attn.v_proj.register_forward_hook(lambda m, args, out: normed.__setitem__("x", args[0][0].detach()))
+    try:
+        capture = capture_forward(model, inputs, CONFIG, values=True)
+    finally:
+        hook.remove()
+    contribution, attention = contribution_norms(capture, layer)
+    x = normed["x"]  # (T, D): the normalized input v_proj saw
+    heads, head_dim = 4, attn.head_dim
+    v = attn.v_proj(x).reshape(len(x), -1, head_dim)  # (T, Hkv, hd)
+    rows = capture.eligible_rows()
+    for e, row in enumerate(rows.tolist()[:3]):
+        for j in (0, 5, int(capture.query_positions[row])):
+            c = sum(capture.weights[layer, h, row, j] * attn.o_proj.weight[:, h * head_dim:(h + 1) * head_dim]
+                    @ v[j, h // (heads // v.shape[1])] for h in range(heads))
+            torch.testing.assert_close(contribution[e, j], c.norm(), rtol=1e-4, atol=1e-6)
+    classes = token_classes(capture, layer)
+    assert sum(int(m.sum()) for m in classes.values()) == len(capture.input_ids)
+    assert classes["visual sink"].sum() == 2 and classes["BOS"][0]
+    table = ResidualTable(capture.num_layers)
+    table.add(capture)
+    result = table.result()
+    assert result["attention"].shape == (capture.num_layers, 4)
+    assert np.isnan(result["contribution"][1, 1])  # no visual sink in layer 1
+
+
+def samples_for_ablation():
+    return [AnalysisSample(id=f"s{i}", image=image(i), prompt=q, target="w30", score=lambda a: a.startswith("w30"),
+                           max_new_tokens=2)
+            for i, q in enumerate(["what is in the image ?", "is there a person ?"])]
+
+
+def test_ablations_heads_and_attention_end_to_end(setup, tmp_path):
+    model, processor = setup
+    path = analyze_ablations(model, processor, samples_for_ablation(), CONFIG, tmp_path / "ablate", seeds=(0, 1),
+                             echo=lambda s: None)
+    numbers = json.loads((tmp_path / "ablate" / "numbers.json").read_text())
+    summary = numbers["summary"]
+    for key in ("mask-visual-sinks", "mask-random-visual/seed0", "mask-random-visual/seed1", "mask-random-visual/mean",
+                "var-all-heads", "budget-text", "budget-visual", "budget-all"):
+        assert summary[key]["n"] == 2 and len(summary[key]["ci95"]) == 2, key
+    assert all(r["visual_sink_layers"] == [2, 3] for r in numbers["records"])
+    assert "residual.png" in path.read_text()
+
+    heads = analyze_heads(model, processor, samples_for_ablation(), CONFIG, tmp_path / "heads", echo=lambda s: None)
+    assert "heads.png" in heads.read_text()
+    attention = analyze_attention(model, processor, image(), "what is in the image ?", CONFIG, tmp_path / "attn",
+                                  layers=[2, 3], heads=[0, 3], queries=(-1, -2), echo=lambda s: None)
+    maps = json.loads((tmp_path / "attn" / "numbers.json").read_text())["maps"]
+    assert len(maps) == 2 * 2 * 2
+    assert any(m["visual_sink_mass_after"] < m["visual_sink_mass_before"] for m in maps)
+    assert attention.read_text().count("data:image/png;base64,") == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"layers": [9]}, r"--layers \[9\] out of range: the model has 5 decoder layers \(0\.\.4\)"),
+    ({"heads": [4]}, r"--heads \[4\] out of range: the model has 4 attention heads \(0\.\.3\)"),
+    ({"queries": (5,)}, r"query token 5 is not a text token.*image tokens at 3\.\.18.*-1"),
+])
+def test_bad_layer_head_or_query_is_a_clear_error(setup, tmp_path, kwargs, message):
+    model, processor = setup
+    with pytest.raises(ValueError, match=message):
+        analyze_attention(model, processor, image(), "what is in the image ?", CONFIG, tmp_path, **kwargs)
+
+
+def test_cli_missing_image_and_unknown_bench(tmp_path, capsys):
+    from vasink.cli import main
+
+    assert main(["sinks", "--image", str(tmp_path / "nope.png"), "--question", "x", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "nope.png" in err and "not found" in err and "--image" in err
+    assert main(["heads", "--bench", "organism-popee", "--out", str(tmp_path)]) == 2
+    assert "organism-pope" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["attention", "--layers", "two"])
+
+
+def test_ablations_reuse_base_answers_from_eval_records(setup, tmp_path):
+    import hashlib
+
+    model, processor = setup
+    samples = samples_for_ablation()
+    records = tmp_path / "eval"
+    records.mkdir()
+    lines = [json.dumps({"id": s.id, "arm": "base", "raw": "w30 reused",
+                         "prompt_hash": hashlib.sha1(s.prompt.encode()).hexdigest()[:12]}) for s in samples[:1]]
+    (records / "records.jsonl").write_text("\n".join(lines) + "\n")
+    analyze_ablations(model, processor, samples, CONFIG, tmp_path / "out", names=("mask-visual-sinks",), seeds=(0,),
+                      base_records=records, echo=lambda s: None)
+    answers = [r["answers"]["base"] for r in json.loads((tmp_path / "out" / "numbers.json").read_text())["records"]]
+    assert answers[0] == "w30 reused" and answers[1] != "w30 reused"

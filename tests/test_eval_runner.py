@@ -1,0 +1,254 @@
+"""The eval runner end to end on a tiny random LLaVA: records, resume, shards, config checks, sweep, CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "eval"))
+import eval_builders as fx  # noqa: E402
+from conftest import SINK_DIMS, tiny_llava, tiny_processor  # noqa: E402
+
+from vasink import VARConfig  # noqa: E402
+from vasink.cli import main  # noqa: E402
+from vasink.eval import loading, runner  # noqa: E402
+from vasink.eval.data import MissingImagesError  # noqa: E402
+from vasink.eval.records import ConfigMismatch, read_records  # noqa: E402
+from vasink.eval.report import build_report  # noqa: E402
+from vasink.eval.runner import EvalSettings, run_eval  # noqa: E402
+from vasink.eval.sweep import run_sweep  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the machine is shared; tiny matmuls are fastest on one thread
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return loading.LoadedModel(tiny_llava(num_layers=3), tiny_processor(), "tiny-llava",
+                               VARConfig(sink_dims=SINK_DIMS, tau=3.0))
+
+
+@pytest.fixture
+def use_tiny(monkeypatch, loaded):
+    calls = []
+
+    def fake_load(spec="organism", device=None, dtype=None):
+        calls.append(spec)
+        return loaded
+    monkeypatch.setattr(loading, "load_model", fake_load)
+    return calls
+
+
+def settings(out, **kw):
+    return EvalSettings(**{"bench": "organism-pope", "limit": 4, "batch_size": 4, "out": str(out),
+                           "progress": False, **kw})
+
+
+def report_json(out) -> dict:
+    build_report(out, resamples=200)
+    return json.loads((Path(out) / "report.json").read_text())
+
+
+def test_cli_eval_organism_pope_end_to_end(tmp_path, use_tiny, capsys):
+    out = tmp_path / "run"
+    assert main(["eval", "--model", "organism", "--bench", "organism-pope", "--limit", "3", "--var", "both",
+                 "--batch-size", "4", "--out", str(out), "--resamples", "100"]) == 0
+    assert use_tiny == ["organism"]
+    records = read_records(out)
+    assert len(records) == 2 * 9 and {r["arm"] for r in records} == {"base", "var"}
+    first = records[0]
+    assert set(first) >= {"id", "arm", "prompt_hash", "raw", "parsed", "correct", "stats", "config_hash"}
+    assert first["parsed"] in ("yes", "no")
+    for name in ("report.md", "report.json", "report.png"):
+        assert (out / name).stat().st_size > 0
+    md = (out / "report.md").read_text()
+    assert "McNemar p" in md and "| random (n=3) | accuracy |" in md
+    rows = json.loads((out / "report.json").read_text())["comparisons"]["var"]["scopes"]["overall"]["metrics"]
+    assert rows["accuracy"]["mcnemar_p"] is not None and len(rows["accuracy"]["ci95"]) == 2
+    # the same command again: nothing to do
+    assert main(["eval", "--bench", "organism-pope", "--limit", "3", "--batch-size", "4", "--out", str(out),
+                 "--no-report"]) == 0
+    assert "0 answers generated, 18 already done" in capsys.readouterr().out
+
+
+def test_resume_after_kill_gives_the_same_report(tmp_path, loaded):
+    whole = tmp_path / "whole"
+    run_eval(settings(whole), loaded=loaded)
+    killed = tmp_path / "killed"
+
+    def kill_after_two(batch_index):
+        if batch_index == 1:
+            raise KeyboardInterrupt("simulated kill")
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(settings(killed), loaded=loaded, after_batch=kill_after_two)
+    assert len(read_records(killed)) == 2 * 2 * 4  # two batches of 4, both arms
+    with (killed / "records.jsonl").open("a") as f:  # a kill -9 in the middle of a write
+        f.write('{"id": "s0001-existence-random-0", "arm": "ba')
+    summary = run_eval(settings(killed), loaded=loaded)
+    assert summary["generated"] == 2 * 12 - 16 and summary["skipped"] == 16
+    assert report_json(killed) == report_json(whole)
+    assert sorted(json.dumps(r, sort_keys=True) for r in read_records(killed)) == \
+        sorted(json.dumps(r, sort_keys=True) for r in read_records(whole))
+
+
+def test_shards_merge_to_the_unsharded_run(tmp_path, loaded):
+    whole = tmp_path / "whole"
+    run_eval(settings(whole, limit=3, batch_size=2), loaded=loaded)
+    sharded = tmp_path / "sharded"
+    for index in range(3):
+        run_eval(settings(sharded, limit=3, batch_size=2, shard=(index, 3)), loaded=loaded)
+    files = sorted(p.name for p in sharded.glob("records*.jsonl"))
+    assert files == [f"records.shard-{i}-of-3.jsonl" for i in range(3)]
+    ids = [{(r["id"], r["arm"]) for r in read_records(sharded, [sharded / f])} for f in files]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    assert report_json(sharded) == report_json(whole)
+    assert main(["report", str(sharded), "--resamples", "50"]) == 0
+
+
+def test_changed_config_in_the_same_out_is_refused(tmp_path, loaded):
+    out = tmp_path / "run"
+    run_eval(settings(out, limit=2, rho=0.5), loaded=loaded)
+    before = (out / "records.jsonl").read_bytes()
+    with pytest.raises(ConfigMismatch, match=r"arm 'var' run with another VAR config \(differs in rho"):
+        run_eval(settings(out, limit=2, rho=0.7), loaded=loaded)
+    with pytest.raises(ConfigMismatch, match="benchmark='organism-pope', but this run has benchmark='organism-attr"):
+        run_eval(settings(out, bench="organism-attribute", limit=2), loaded=loaded)
+    assert (out / "records.jsonl").read_bytes() == before
+    run_eval(settings(out, limit=3, rho=0.5), loaded=loaded)  # a larger --limit extends the same run
+    assert len(read_records(out)) == 2 * 9
+
+
+def test_cli_refuses_changed_config_with_a_message(tmp_path, use_tiny, capsys):
+    out = tmp_path / "run"
+    assert main(["eval", "--bench", "organism-pope", "--limit", "1", "--out", str(out), "--no-report"]) == 0
+    assert main(["eval", "--bench", "organism-pope", "--limit", "1", "--out", str(out), "--p", "0.3"]) == 2
+    assert "another VAR config" in capsys.readouterr().err
+
+
+def test_sweep_reuses_the_base_arm(tmp_path, loaded, monkeypatch):
+    out = tmp_path / "sweep"
+    run_eval(settings(out, limit=2, var="off"), loaded=loaded)
+    arms_generated = []
+    real_generate = runner.generate
+
+    def counting(loaded_, images, prompts, max_new_tokens, config=None):
+        arms_generated.append(None if config is None else (config.rho, config.p))
+        return real_generate(loaded_, images, prompts, max_new_tokens, config)
+    monkeypatch.setattr(runner, "generate", counting)
+    summary = run_sweep(settings(out, limit=2), rhos=[0.5, 0.8], ps=[0.6], taus=[None], loaded=loaded)
+    assert None not in arms_generated and sorted(set(arms_generated)) == [(0.5, 0.6), (0.8, 0.6)]
+    assert summary["skipped"] == 6 and summary["generated"] == 12
+    report = report_json(out)
+    assert sorted(report["comparisons"]) == ["var-rho0.5-p0.6-tau3", "var-rho0.8-p0.6-tau3"]
+
+
+def test_judge_benchmark_without_key_stops_before_generating(tmp_path, use_tiny, monkeypatch, capsys):
+    for var in ("VASINK_JUDGE_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    data = fx.write_parquet(tmp_path / "mmvet.parquet", fx.rows_for("mmvet"))
+    out = tmp_path / "run"
+    assert main(["eval", "--bench", "mmvet", "--data", str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "VASINK_JUDGE_API_KEY" in err and "OPENAI_API_KEY" in err and "Nothing was generated" in err
+    assert use_tiny == [] and not out.exists()
+
+
+def test_missing_images_are_reported_and_nothing_written_is_lost(tmp_path, loaded):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("COCO_val2014_000000000042.jpg", "COCO_val2014_000000000073.jpg"):
+        (images / name).write_bytes(fx.png())
+    data = str(fx.FIXTURES / "pope_llava.jsonl")
+    out = tmp_path / "run"
+    run_eval(settings(out, bench="pope", data=data, images=str(images), limit=1), loaded=loaded)
+    before = (out / "records.jsonl").read_bytes()
+    (images / "COCO_val2014_000000000073.jpg").unlink()
+    with pytest.raises(MissingImagesError, match=str(images / "COCO_val2014_000000000073.jpg")):
+        run_eval(settings(out, bench="pope", data=data, images=str(images)), loaded=loaded)
+    assert (out / "records.jsonl").read_bytes() == before
+    assert len(read_records(out)) == 4  # 2 subsets x 1 sample x 2 arms, kept
+
+
+def test_unknown_benchmark_from_the_cli(capsys):
+    assert main(["eval", "--bench", "popee"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'pope'" in err and "organism-pope" in err
+
+
+def test_score_command_scores_llava_answers(tmp_path, capsys):
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("\n".join(json.dumps({"question_id": i, "prompt": "", "text": t, "answer_id": "x"})
+                                 for i, t in ((1, "Yes"), (2, "No"), (3, "No"), (4, "No"))) + "\n")
+    result_file = tmp_path / "scores.json"
+    assert main(["score", "--bench", "pope", "--answers", str(answers), "--data",
+                 str(fx.FIXTURES / "pope_llava.jsonl"), "--out", str(result_file)]) == 0
+    result = json.loads(result_file.read_text())
+    assert result["metrics"]["overall"]["accuracy"] == 0.75 and result["metrics"]["random"]["accuracy"] == 1.0
+    assert "overall: accuracy=0.75" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not (Path(loading.__file__).parent.parent / "organism" / "checkpoint" / "config.json").exists(),
+                    reason="the organism checkpoint is not trained yet")
+def test_real_organism_pope_with_limit(tmp_path):
+    out = tmp_path / "organism"
+    summary = run_eval(settings(out, limit=4, batch_size=8))
+    assert summary["generated"] == 24
+    report = report_json(out)
+    assert report["run"]["model"] == "organism"
+    assert report["metrics"]["base"]["overall"]["accuracy"] > 0.5  # the trained model answers the questions
+
+
+def test_shard_from_the_command_line_and_from_accelerate(monkeypatch, tmp_path):
+    assert runner.parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "x", "1-4"):
+        with pytest.raises(ValueError, match="--shard"):
+            runner.parse_shard(bad)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    _, _, samples, shard = runner.prepare(settings(tmp_path, limit=2))
+    assert shard == (1, 2) and len(samples) == 3
+
+
+def test_report_lists_changed_answers_and_counts_discordant_pairs(tmp_path, loaded, monkeypatch):
+    def scripted(loaded_, images, prompts, max_new_tokens, config=None):  # VAR says "no" to circles only
+        return ["no" if config is not None and "circle" in p else "yes" for p in prompts]
+    monkeypatch.setattr(runner, "generate", scripted)
+    out = tmp_path / "run"
+    run_eval(settings(out, limit=4), loaded=loaded)
+    report = report_json(out)
+    comparison = report["comparisons"]["var"]
+    changed = comparison["changed"]
+    assert changed and all("circle" in c["question"] and c["base"] == "yes" and c["arm"] == "no" for c in changed)
+    assert all(c["image_id"].startswith("test-0-") for c in changed)
+    row = comparison["scopes"]["overall"]["metrics"]["accuracy"]
+    records = [r for r in read_records(out) if r["arm"] == "base" and "circle" in r["question"]]
+    assert row["only_arm_right"] == sum(r["target"] == "no" for r in records)
+    assert row["only_base_right"] == sum(r["target"] == "yes" for r in records)
+    assert "answers that changed" in (out / "report.md").read_text()
+
+
+def test_model_from_a_local_folder_loads_with_auto_classes(tmp_path, capsys):
+    folder = tmp_path / "tiny-llava"
+    model = tiny_llava(num_layers=3)
+    model.config.architectures = ["LlavaForConditionalGeneration"]
+    model.save_pretrained(folder)
+    tiny_processor().save_pretrained(folder)
+    loaded_model = loading.load_model(str(folder), device="cpu")
+    assert type(loaded_model.model).__name__ == "LlavaForConditionalGeneration"
+    assert loaded_model.processor.tokenizer.padding_side == "left"
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(folder), "--bench", "organism-pope", "--limit", "1", "--var", "off",
+                 "--out", str(out), "--device", "cpu", "--resamples", "10"]) == 0
+    assert main(["eval", "--model", str(folder), "--bench", "organism-pope", "--limit", "1", "--var", "on",
+                 "--sink-dims", "5,40", "--tau", "3", "--out", str(tmp_path / "on"), "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "on" / "run.json").read_text())["arms"]["var"]["config"]["sink_dims"] == [5, 40]
+    assert json.loads((out / "run.json").read_text())["run"]["model"] == str(folder)

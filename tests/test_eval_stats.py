@@ -1,0 +1,48 @@
+"""McNemar's exact test and the paired bootstrap on hand-computed cases; record file repair."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vasink.eval.records import RecordWriter, read_records
+from vasink.eval.stats import mcnemar_exact, paired_bootstrap
+
+
+def test_mcnemar_exact_by_hand():
+    # b = 1 (right only in base), c = 5: p = 2 * (C(6,0) + C(6,1)) / 2^6 = 14 / 64
+    base = [True, False, False, False, False, False, True]
+    other = [False, True, True, True, True, True, True]
+    assert mcnemar_exact(base, other) == (1, 5, pytest.approx(14 / 64))
+    assert mcnemar_exact([True, False], [True, False]) == (0, 0, 1.0)  # no discordant pair
+    assert mcnemar_exact([True] * 3, [False] * 3)[2] == pytest.approx(0.25)  # 2 * 1/8
+    assert mcnemar_exact([True, False], [False, True])[2] == 1.0  # capped at 1
+
+
+def accuracy(stats):
+    return {"accuracy": stats["correct"].mean(-1)}
+
+
+def test_paired_bootstrap_is_zero_width_for_identical_arms_and_covers_a_shift():
+    rng = np.random.default_rng(1)
+    base = {"correct": (rng.random(400) < 0.6).astype(float)}
+    assert paired_bootstrap(accuracy, base, base, resamples=200)["accuracy"] == (0.0, 0.0)
+    other = {"correct": base["correct"].copy()}
+    flip = np.flatnonzero(other["correct"] == 0)[:40]
+    other["correct"][flip] = 1.0  # +0.1 on every resample that keeps the same units
+    low, high = paired_bootstrap(accuracy, base, other, resamples=500)["accuracy"]
+    assert low < 0.1 < high and low > 0.05 and high < 0.15
+    again = paired_bootstrap(accuracy, base, other, resamples=500)["accuracy"]
+    assert again == (low, high)  # seeded
+
+
+def test_record_writer_cuts_a_partial_line_and_readers_skip_it(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps({"id": "a"}) + "\n" + '{"id": "b", "ar')
+    assert [r["id"] for r in read_records(tmp_path)] == ["a"]
+    with RecordWriter(path) as writer:
+        writer.write_batch([{"id": "c"}])
+    assert [r["id"] for r in read_records(tmp_path)] == ["a", "c"]
+    assert path.read_text().count("\n") == 2
