@@ -252,3 +252,12 @@ def test_model_from_a_local_folder_loads_with_auto_classes(tmp_path, capsys):
                  "--sink-dims", "5,40", "--tau", "3", "--out", str(tmp_path / "on"), "--device", "cpu"]) == 0
     assert json.loads((tmp_path / "on" / "run.json").read_text())["arms"]["var"]["config"]["sink_dims"] == [5, 40]
     assert json.loads((out / "run.json").read_text())["run"]["model"] == str(folder)
+
+
+def test_another_runs_folder_is_refused_before_the_model_loads(tmp_path, use_tiny):
+    out = tmp_path / "run"
+    run_eval(settings(out, limit=1))
+    assert use_tiny == ["organism"]
+    with pytest.raises(ConfigMismatch, match="benchmark="):
+        run_eval(settings(out, bench="organism-attribute", limit=1))
+    assert use_tiny == ["organism"]  # not loaded a second time

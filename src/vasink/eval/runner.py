@@ -112,12 +112,13 @@ def run_eval(settings: EvalSettings, loaded=None, after_batch: Callable[[int], N
     bench, subset, samples, shard = prepare(settings)
     if settings.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {settings.batch_size}")
-    loaded = loaded or load_model(settings.model, settings.device)
-    arms = var_arms(settings, bench, loaded.var_config)
     out = settings.output_dir()
-    run = {"benchmark": bench.name, "subset": subset, "model": loaded.name,
+    run = {"benchmark": bench.name, "subset": subset, "model": loaded.name if loaded else settings.model,
            "data": settings.data or bench.default_data or "built-in", "max_new_tokens": bench.max_new_tokens,
            "decoding": "greedy", "prompt_suffix": bench.prompt_suffix}
+    recmod.check_run(out, run, {})  # refuse another run's folder before spending minutes on loading a model
+    loaded = loaded or load_model(settings.model, settings.device)
+    arms = var_arms(settings, bench, loaded.var_config)
     hashes = recmod.check_run(out, run, {arm: config_payload(c) for arm, c in arms.items()})
     done = set()
     for record in recmod.read_records(out):
