@@ -68,6 +68,7 @@ class FixedPlanState:
     """What vasink's attention function reads from a module: a config and a plan (fixed for a layer benchmark)."""
 
     original_implementation = "sdpa"
+    intervention = None
 
     def __init__(self, plan: LayerPlan, config):
         self._plan, self.config = plan, config
@@ -107,7 +108,9 @@ def layer_case(workload: LayerWorkload, device, dtype, seed: int = 0):
     q = torch.randn(batch, 32, queries, 128, generator=generator)
     k = torch.randn(batch, 32, keys, 128, generator=generator)
     v = torch.randn(batch, 32, keys, 128, generator=generator)
-    k[:, :, :total] += 2.0 * sinks[:, None, :, None] * q.mean(2, keepdim=True)  # sinks draw real attention
+    # Sink keys lean towards the mean query: about +2.5 on their logits, so sinks draw real attention.
+    mean_q = q.mean(2, keepdim=True)
+    k[:, :, :total] += 2.5 * 128 ** 0.5 * sinks[:, None, :, None] * mean_q / mean_q.pow(2).sum(-1, keepdim=True)
     if workload.decode:
         pad = torch.zeros(batch, 1, dtype=torch.bool)
         visual, sinks, eligible = torch.cat([visual, pad], 1), torch.cat([sinks, pad], 1), ~pad
