@@ -273,7 +273,7 @@ def memory_probe(implementation: str, workload_name: str, device_name: str, dtyp
 
 def measure_memory(implementation, workload_name, args) -> float | None:
     command = [sys.executable, __file__, "--memory-probe", implementation, workload_name,
-               "--device", args.device, "--dtype", args.dtype]
+               "--device", args.device, "--dtype", args.dtype] + (["--threads", str(args.threads)] if args.threads else [])
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         print(f"  memory probe {implementation} {workload_name} failed: {result.stderr.strip()[-300:]}")
@@ -313,15 +313,18 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and workloads (a few minutes on CPU)")
     parser.add_argument("--json", default=None, help="write the table as JSON rows to this path")
     parser.add_argument("--only", default=None, help="comma-separated workload names to run")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's); 1 avoids OpenMP stalls on a shared machine")
     parser.add_argument("--memory-probe", nargs=2, metavar=("IMPL", "WORKLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.dtype = args.dtype or ("float16" if args.device == "cuda" else "float32")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_probe:
         print(memory_probe(*args.memory_probe, args.device, args.dtype))
         return 0
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    torch.set_num_threads(torch.get_num_threads())
     repeats = 3 if args.quick else 5
     only = set(args.only.split(",")) if args.only else None
     wanted = lambda name: only is None or name in only  # noqa: E731
