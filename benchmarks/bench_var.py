@@ -5,15 +5,15 @@
 Timings are interleaved (A B C A B C ...), after a warm-up, and each ratio is the median over repeats of
 (implementation time / stock time) within the same repeat. Before timing, the outputs of every VAR path
 are checked against the reference path; a path that disagrees is not timed. Peak memory: on CUDA the
-peak allocated memory; on CPU the peak-RSS growth of a fresh process that runs the workload once.
+peak allocated memory; on CPU the peak-RSS growth (VmHWM after resetting it) of a fresh process that runs the workload once.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -263,12 +263,20 @@ def memory_probe(implementation: str, workload_name: str, device_name: str, dtyp
         run(implementation)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    with open("/proc/self/statm") as f:
-        current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    before_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:  # reset the kernel's peak-RSS mark (VmHWM) to the current RSS
+        f.write("5")
+    before = proc_status_mb("VmRSS")
     run(implementation)
-    after_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return max(after_peak - max(current, before_peak), 0.0)
+    return max(proc_status_mb("VmHWM") - before, 0.0)
+
+
+def proc_status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def measure_memory(implementation, workload_name, args) -> float | None:
