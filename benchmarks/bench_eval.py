@@ -29,9 +29,15 @@ from vasink.eval.registry import get_benchmark
 from vasink.eval.runner import EvalSettings, run_eval
 
 
-def organism_or_random(device: str) -> tuple[LoadedModel, str]:
+def organism_or_random(device: str, path: str | None = None) -> tuple[LoadedModel, str]:
+    if path:  # an organism checkpoint folder (e.g. from vasink organism train)
+        from vasink import organism
+        from vasink.config import VARConfig
+
+        model, processor = organism.load(path)
+        return LoadedModel(model.to(device), processor, "organism", VARConfig()), f"organism checkpoint {path}"
     try:
-        return load_model("organism", device), "organism (trained checkpoint)"
+        return load_model("organism", device), "organism (shipped checkpoint)"
     except FileNotFoundError:
         from transformers import LlavaForConditionalGeneration
 
@@ -80,13 +86,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=192, help="organism-pope samples (a multiple of 96)")
     parser.add_argument("--batch1-samples", type=int, default=48, help="samples timed at batch size 1")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--checkpoint", default=None, help="an organism checkpoint folder (default: the shipped one)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    loaded, what = organism_or_random(args.device)
+    loaded, what = organism_or_random(args.device, args.checkpoint)
     bench = get_benchmark("organism-pope")
     per_subset = args.samples // 3
     samples = bench.load(limit=per_subset)

@@ -282,6 +282,13 @@ def test_ablations_heads_and_attention_end_to_end(setup, tmp_path):
     assert any(m["visual_sink_mass_after"] < m["visual_sink_mass_before"] for m in maps)
     assert attention.read_text().count("data:image/png;base64,") == 2
 
+    from vasink.analysis.findings import write_findings
+
+    analyze_sinks(model, processor, image(), "what is in the image ?", CONFIG, tmp_path / "sinks", echo=lambda s: None)
+    findings = write_findings(tmp_path).read_text()
+    assert "visual sinks per layer (2..): [2, 2, 2] of 16 image tokens" in findings
+    assert findings.count("**holds**") + findings.count("**does not hold**") >= 8
+
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"layers": [9]}, r"--layers \[9\] out of range: the model has 5 decoder layers \(0\.\.4\)"),

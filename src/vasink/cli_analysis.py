@@ -76,6 +76,13 @@ def _load(args):
     from .analysis.samples import load_model
 
     model, processor, config = load_model(args.model, device=args.device)
+    if config is None:
+        if not (args.sink_dims and args.tau):
+            raise FileNotFoundError("the organism checkpoint has no measured sink dims (checkpoint/vasink.json): "
+                                    "pass --sink-dims and --tau")
+        from .config import VARConfig
+
+        config = VARConfig()
     overrides = {k: v for k, v in (("tau", args.tau), ("p", args.p)) if v is not None}
     if args.sink_dims:
         overrides["sink_dims"] = tuple(args.sink_dims)

@@ -77,7 +77,12 @@ def _finish(args, summary) -> int:
     print(f"{summary['generated']} answers generated, {summary['skipped']} already done; "
           f"records: {summary['records_file']}")
     if not args.no_report:
-        build_report(summary["out"], resamples=args.resamples)
+        report = build_report(summary["out"], resamples=args.resamples)
+        for arm, comparison in report["comparisons"].items():
+            for name, row in comparison["scopes"]["overall"]["metrics"].items():
+                low, high = row["ci95"]
+                print(f"  {name}: base {row['base']:.4g}  {arm} {row['arm']:.4g}  delta {row['delta']:+.4g} "
+                      f"[{low:+.3g}, {high:+.3g}]")
         print(f"report: {summary['out'] / 'report.md'}")
     return 0
 

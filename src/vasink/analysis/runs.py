@@ -50,8 +50,19 @@ def check_indices(what: str, values, count: int, option: str) -> list[int]:
 
 def config_dict(config: VARConfig, model=None, **extra) -> dict:
     """What the report shows as its configuration: the VARConfig, the model, and run settings."""
-    shown = {"model": getattr(model.config, "_name_or_path", "") or type(model).__name__} if model is not None else {}
+    shown = {"model": model_name(model)} if model is not None else {}
     return {**shown, **dataclasses.asdict(config), **extra}
+
+
+def model_name(model) -> str:
+    """The model's hub id or folder; "organism" (with its training steps) for the shipped checkpoint."""
+    from ..organism import CHECKPOINT_DIR
+
+    name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+    if name and Path(name).resolve() == CHECKPOINT_DIR:
+        steps = CHECKPOINT_DIR / "trained_steps.json"
+        return "organism" + (f" ({steps.read_text().strip()})" if steps.exists() else "")
+    return name
 
 
 def _device(model):
@@ -108,7 +119,9 @@ def analyze_sinks(model, processor, image, question: str, config: VARConfig, out
             f"({len(capture.input_ids)} tokens, {int(capture.visual.sum())} image tokens on a {grid[0]}x{grid[1]} "
             "grid). Layers 0 and 1 are not searched (SPEC §2).")
     sections = [Section("Sinks of one prompt", text, figures, [table])]
-    path = write_report(out_dir, "vasink sinks", sections, {"question": question, "layers": layers},
+    path = write_report(out_dir, "vasink sinks", sections,
+                        {"question": question, "layers": layers, "image_tokens": int(capture.visual.sum()),
+                         "modified_layers": list(config.modified_layers(capture.num_layers))},
                         config_dict(config, model))
     echo(f"wrote {path}")
     return path
@@ -205,7 +218,8 @@ def analyze_heads(model, processor, samples, config: VARConfig, out_dir, echo=pr
             f"m_V >= {config.min_visual_attention:g} and r >= rho. Columns are means over heads; the figure and "
             f"numbers.json have every head. VAR modifies layers {list(modified)}.")
     sections = [Section("Image-centric heads", text, [figure], [Table("per layer (means over heads)", header, rows)])]
-    path = write_report(out_dir, "vasink heads", sections, {"heads": result}, config_dict(config, model))
+    path = write_report(out_dir, "vasink heads", sections, {"heads": result, "modified_layers": list(modified)},
+                        config_dict(config, model))
     echo(f"wrote {path}")
     return path
 
@@ -327,7 +341,8 @@ def analyze_ablations(model, processor, samples, config: VARConfig, out_dir, *, 
                 Section("Residual contribution", "", [residual_figure(residual, out_dir / "residual.png")],
                         [residual_table])]
     path = write_report(out_dir, "vasink ablate", sections,
-                        {"summary": summary, "residual": residual, "records": records},
+                        {"summary": summary, "residual": residual, "records": records,
+                         "modified_layers": list(config.modified_layers(model_shape(model)[0]))},
                         config_dict(config, model, seeds=list(seeds), ablations=list(names)))
     echo(f"wrote {path}")
     return path

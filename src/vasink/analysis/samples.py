@@ -38,7 +38,8 @@ class AnalysisSample:
 
 def load_model(spec: str = "organism", device: str | None = None, dtype: str = "auto"):
     """``(model, processor, default config)`` for "organism" or a local path / hub id of an image-text model
-    (LLaVA-1.5 and the families ``vasink.models`` has adapters for)."""
+    (LLaVA-1.5 and the families ``vasink.models`` has adapters for). The config is None for an organism
+    checkpoint whose sinks were not measured (no ``vasink.json``)."""
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -46,7 +47,11 @@ def load_model(spec: str = "organism", device: str | None = None, dtype: str = "
         from .. import organism
 
         model, processor = organism.load()
-        return model.to(device), processor, organism.recommended_config()
+        try:
+            config = organism.recommended_config()
+        except FileNotFoundError:  # a checkpoint not yet measured: the caller must give sink dims and tau
+            config = None
+        return model.to(device), processor, config
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().exists():

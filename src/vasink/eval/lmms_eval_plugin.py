@@ -37,6 +37,8 @@ class VasinkLMM(lmms):
         self.loaded = load_model(str(pretrained), device)
         self.batch_size = int(batch_size)
         overrides = {k: float(v) for k, v in (("rho", rho), ("p", p), ("tau", tau)) if v is not None}
+        if _flag(var) and self.loaded.var_config is None:
+            raise ValueError(self.loaded.var_config_missing or f"no sink dimensions known for {pretrained}")
         self.var_config = (self.loaded.var_config.replace(**{**PRESETS[preset], **overrides})
                            if _flag(var) else None)
 

@@ -12,7 +12,8 @@ class LoadedModel:
     model: Any
     processor: Any
     name: str
-    var_config: Any  # vasink.VARConfig with the model's sink dims and tau (other fields: defaults)
+    var_config: Any  # vasink.VARConfig with the model's sink dims and tau (other fields: defaults), or None
+    var_config_missing: str = ""  # why var_config is None (VAR arms then need --sink-dims and --tau)
 
     @property
     def device(self):
@@ -37,8 +38,10 @@ def load_model(spec: str = "organism", device: str | None = None, dtype: str | N
         from .. import organism
 
         model, processor = organism.load()
-        config = organism.recommended_config()
-        return LoadedModel(model.to(device), processor, "organism", config)
+        try:
+            return LoadedModel(model.to(device), processor, "organism", organism.recommended_config())
+        except FileNotFoundError as error:  # weights shipped, sink facts not measured yet
+            return LoadedModel(model.to(device), processor, "organism", None, str(error))
 
     import torch
     import transformers

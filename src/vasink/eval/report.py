@@ -160,13 +160,16 @@ def render_markdown(report: dict) -> str:
         for arm, scopes in report["metrics"].items():
             lines += ["", f"## {arm}", "", "| scope | metric | value |", "| --- | --- | --- |"]
             for scope, metrics in scopes.items():
-                lines += [f"| {scope} | {name} | {_fmt(value)} |" for name, value in metrics.items()]
+                lines += [f"| {scope} | {name} | {_fmt(value)} |" for name, value in metrics.items()
+                          if not math.isnan(value)]
     for arm, comparison in report["comparisons"].items():
         lines += ["", f"## base vs {arm} ({comparison['n_paired']} paired samples)", "",
                   f"| scope | metric | base | {arm} | delta | 95% CI (paired bootstrap) | McNemar p |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for scope, block in comparison["scopes"].items():
             for name, row in block["metrics"].items():
+                if math.isnan(row["base"]) and math.isnan(row["arm"]):
+                    continue  # a metric this subset cannot have (CV-Bench's 3D score on the 2D subset)
                 arrow = " (lower is better)" if row["lower_is_better"] else ""
                 lines.append(f"| {scope} (n={block['n']}) | {name}{arrow} | {_fmt(row['base'])} | {_fmt(row['arm'])} | "
                              f"{_fmt(row['delta'])} | [{_fmt(row['ci95'][0])}, {_fmt(row['ci95'][1])}] | "

@@ -66,12 +66,24 @@ def launcher_shard() -> tuple[int, int] | None:
     return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
 
 
-def var_arms(settings: EvalSettings, bench: Benchmark, base_config) -> dict:
+def base_var_config(settings: EvalSettings, loaded, tau: float | None = None):
+    """The model's VARConfig with ``--sink-dims`` applied; an error naming the fix when it has none."""
+    from ..config import VARConfig
+
+    config = loaded.var_config
+    tau = tau if tau is not None else settings.tau
+    if config is None:
+        if not (settings.sink_dims and tau is not None):
+            raise ValueError(f"{loaded.var_config_missing or 'no sink dimensions known for this model'}; "
+                             f"a VAR arm needs them: pass --sink-dims and --tau (see vasink.find_sink_dims)")
+        config = VARConfig(tau=tau)
+    return config.replace(sink_dims=tuple(settings.sink_dims)) if settings.sink_dims else config
+
+
+def var_arms(settings: EvalSettings, bench: Benchmark, loaded) -> dict:
     """Arm name -> VARConfig (None for the base arm)."""
     from ..config import PRESETS
 
-    if settings.sink_dims:
-        base_config = base_config.replace(sink_dims=tuple(settings.sink_dims))
     if settings.var not in VAR_MODES:
         raise ValueError(f"--var must be one of {VAR_MODES}, got {settings.var!r}")
     arms: dict = {}
@@ -83,9 +95,19 @@ def var_arms(settings: EvalSettings, bench: Benchmark, base_config) -> dict:
             raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         overrides = {**PRESETS[preset], **{k: v for k, v in (("rho", settings.rho), ("p", settings.p),
                                                                    ("tau", settings.tau)) if v is not None}}
-        arms["var"] = base_config.replace(**overrides)
+        arms["var"] = base_var_config(settings, loaded).replace(**overrides)
     arms.update(settings.extra_arms)
+    _check_sink_dims(loaded.model, [c for c in arms.values() if c is not None])
     return arms
+
+
+def _check_sink_dims(model, configs) -> None:
+    """Fail before generating when a VAR arm's sink dims cannot be resolved for this model."""
+    from ..models import adapter_for
+    from ..sinks import resolve_sink_dims
+
+    for config in configs:
+        resolve_sink_dims(config.sink_dims, adapter_for(model).text_config(model))
 
 
 def config_payload(config) -> dict | None:
@@ -118,7 +140,7 @@ def run_eval(settings: EvalSettings, loaded=None, after_batch: Callable[[int], N
            "decoding": "greedy", "prompt_suffix": bench.prompt_suffix}
     recmod.check_run(out, run, {})  # refuse another run's folder before spending minutes on loading a model
     loaded = loaded or load_model(settings.model, settings.device)
-    arms = var_arms(settings, bench, loaded.var_config)
+    arms = var_arms(settings, bench, loaded)
     hashes = recmod.check_run(out, run, {arm: config_payload(c) for arm, c in arms.items()})
     done = set()
     for record in recmod.read_records(out):

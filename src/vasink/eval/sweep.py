@@ -30,12 +30,11 @@ def run_sweep(settings: EvalSettings, rhos: Sequence[float | None], ps: Sequence
     """Evaluate base + every (rho, p, tau) point; returns run_eval's summary."""
     from ..config import PRESETS
     from .loading import load_model
+    from .runner import base_var_config
 
     bench, *_ = prepare(settings)  # fail on data / images / judge before loading the model
     loaded = loaded or load_model(settings.model, settings.device)
-    base = loaded.var_config.replace(**PRESETS[settings.preset or bench.preset])
-    if settings.sink_dims:
-        base = base.replace(sink_dims=tuple(settings.sink_dims))
+    base = base_var_config(settings, loaded, tau=taus[0]).replace(**PRESETS[settings.preset or bench.preset])
     arms = {}
     for rho, p, tau in itertools.product(rhos, ps, taus):
         config = base.replace(**{k: v for k, v in (("rho", rho), ("p", p), ("tau", tau)) if v is not None})

@@ -1,4 +1,7 @@
-"""The model organism: a small LLaVA trained here, from scratch, in which the visual attention sink emerged.
+"""The model organism: a small LLaVA trained here, from scratch, to study the visual attention sink on.
+
+Status (docs/organism.md): in the shipped checkpoint the sink did NOT emerge; ``sink_facts()["emerged"]``
+says so, and ``recommended_config()`` warns.
 
     >>> from vasink import organism
     >>> model, processor = organism.load()                     # offline, from the package directory
@@ -14,6 +17,7 @@ How it was trained and what was measured on it: docs/organism.md.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from . import scenes
@@ -73,4 +77,8 @@ def recommended_config(**overrides):
     from vasink.config import VARConfig
 
     facts = sink_facts()
+    if not facts.get("emerged", False):
+        warnings.warn("the shipped organism has no massive activation and no visual sink (docs/organism.md): "
+                      "its sink_dims are BOS's largest dims, not sink dims, and VAR will leave it unchanged",
+                      stacklevel=2)
     return VARConfig(**{"tau": float(facts["tau"]), "sink_dims": tuple(facts["sink_dims"]), **overrides})

@@ -45,7 +45,7 @@ class Encoder:
         return ids
 
     def batch(self, rng: np.random.Generator, batch_scenes: list[scenes.Scene], image: bool,
-              max_turns: int = 4, pack: int = 1) -> dict[str, torch.Tensor]:
+              max_turns: int = 4, pack: int = 1, answers_only: bool = False) -> dict[str, torch.Tensor]:
         """One sequence per ``pack`` scenes (pack > 1 only without images: the dialogues follow each other
         after a single BOS)."""
         seqs = []
@@ -66,6 +66,18 @@ class Encoder:
         labels = input_ids.clone()
         labels[(input_ids == self.image) | (attention_mask == 0)] = IGNORE
         labels[:, 0] = IGNORE  # nothing predicts BOS
+        if answers_only:  # keep the tokens after each "ASSISTANT:" up to and including "</s>"
+            assistant, eos = self.vocab[build.ASSISTANT], self.vocab[build.EOS]
+            inside = torch.zeros_like(input_ids, dtype=torch.bool)
+            for row in range(input_ids.shape[0]):
+                on = False
+                for col, tok in enumerate(input_ids[row].tolist()):
+                    inside[row, col] = on
+                    if tok == assistant:
+                        on = True
+                    elif tok == eos:
+                        on = False
+            labels[~inside] = IGNORE
         out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
         if image:
             out["pixel_values"] = pixels([s.image for s in batch_scenes[::pack]])

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,22 +29,26 @@ from . import build, data, scenes
 @dataclass
 class Recipe:
     shape: build.Shape = field(default_factory=build.Shape)
-    text_steps: int = 600          # stage 1: language model on scene descriptions + dialogues
-    image_steps: int = 3000        # stage 2: the full LLaVA on images + dialogues
+    text_steps: int = 1500         # stage 1: language model on scene descriptions + dialogues
+    image_steps: int = 2500        # stage 2: the full LLaVA on images + dialogues
     batch_size: int = 32
-    max_turns: int = 4             # dialogue turns per training sequence
+    max_turns: int = 4             # dialogue turns per training sequence (text stage)
+    image_max_turns: int = 8       # ... and in the image stage (more answers per image)
+    image_lr: float | None = 2e-3  # image-stage learning rate (None: lr); 5e-3 collapsed the visual tokens
+    image_answer_loss_only: bool = True  # image stage: loss on the answers only (LLaVA's practice)
+    image_freeze_llm_steps: int = 300  # first steps of the image stage train only the vision tower + projector
     text_pack: int = 1             # text stage: dialogues of this many scenes in one sequence
-    lr: float = 3e-3
+    lr: float = 5e-3
     min_lr_ratio: float = 0.1      # cosine decay over the last decay_frac of each stage down to lr * this
     decay_frac: float = 0.2
     warmup: int = 100
-    weight_decay: float = 0.1
+    weight_decay: float = 0.3
     mask_first_target: bool = False  # no loss on predicting the token after BOS (always "USER:")
     decay_norms: bool = False      # also decay RMSNorm gains (toward 0) and other 1-D parameters
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
-    threads: int = 2
-    monitor_every: int = 100
+    threads: int = 1               # torch threads (1: the shipped run; other counts change float rounding)
+    monitor_every: int = 250
     save_every_s: float = 180.0
 
 
@@ -59,12 +64,20 @@ def lr_at(recipe: Recipe, step: int, stage_start: int, stage_steps: int) -> floa
 
 
 def train(out_dir, seed: int = 0, minutes: float | None = None, resume: bool = True,
-          recipe: Recipe | None = None, log=print) -> Path:
+          recipe: Recipe | None = None, log=print, init_from: str | None = None,
+          start_step: int | None = None) -> Path:
     """Train (or resume) into ``out_dir``; write the final model + processor to ``out_dir/checkpoint``."""
     recipe = recipe or Recipe()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
+    try:
+        return _train(Path(out_dir), seed, minutes, resume, recipe, log, init_from, start_step)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(out: Path, seed, minutes, resume, recipe: Recipe, log, init_from, start_step) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
     processor = build.make_processor()
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(build.make_config(processor, recipe.shape))
@@ -83,6 +96,10 @@ def train(out_dir, seed: int = 0, minutes: float | None = None, resume: bool = T
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed"]
         log(f"resumed at step {step} ({elapsed / 60:.1f} min)")
+    elif init_from is not None:  # probes only: weights of another run, fresh optimizer
+        model.load_state_dict(torch.load(init_from, weights_only=False)["model"])
+        step = start_step or 0
+        log(f"weights from {init_from}, starting at step {step}")
     (out / "recipe.json").write_text(json.dumps({"seed": seed, **dataclasses.asdict(recipe)}, indent=1))
 
     encoder = data.Encoder()
@@ -97,16 +114,24 @@ def train(out_dir, seed: int = 0, minutes: float | None = None, resume: bool = T
         rng = np.random.default_rng([seed, step])
         pack = 1 if image else recipe.text_pack
         batch_scenes = [scenes.make_scene(rng) for _ in range(recipe.batch_size * pack)]
-        batch = encoder.batch(rng, batch_scenes, image=image, max_turns=recipe.max_turns, pack=pack)
+        turns = recipe.image_max_turns if image else recipe.max_turns
+        batch = encoder.batch(rng, batch_scenes, image=image, max_turns=turns, pack=pack,
+                              answers_only=image and recipe.image_answer_loss_only)
         if recipe.mask_first_target:
             batch["labels"][:, 1] = data.IGNORE
         lr = lr_at(recipe, step, stage_start, stage_steps)
+        if image and recipe.image_lr is not None:
+            lr *= recipe.image_lr / recipe.lr
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        if image and step - recipe.text_steps < recipe.image_freeze_llm_steps:
+            for name, p in model.named_parameters():  # LLaVA's alignment stage: the language model is frozen
+                if "language_model" in name or "lm_head" in name:
+                    p.grad = None  # AdamW skips a parameter without a gradient (no decay either)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], recipe.grad_clip)
         optimizer.step()
         step += 1
         if step % 20 == 0:
@@ -121,8 +146,11 @@ def train(out_dir, seed: int = 0, minutes: float | None = None, resume: bool = T
             log_file.flush()
             log(format_monitor(summary))
         timed_out = minutes is not None and time.time() - start > minutes * 60
-        if time.time() - last_save > recipe.save_every_s or step == total or timed_out:
+        boundary = step == recipe.text_steps  # the text-only LM, kept: the image stage can be rerun from it
+        if time.time() - last_save > recipe.save_every_s or step == total or timed_out or boundary:
             _save_state(state_path, model, optimizer, step, time.time() - start)
+            if boundary:
+                shutil.copyfile(state_path, out / "state_text_stage.pt")
             last_save = time.time()
         if timed_out:
             log(f"stopped at step {step}: {minutes} min budget")
@@ -166,9 +194,10 @@ def monitor(model, encoder: data.Encoder, monitor_scenes, image: bool) -> dict:
     model.eval()
     impl = model.config.text_config._attn_implementation
     model.set_attn_implementation("eager")
-    rows = []
+    rows, answers = [], []
     for scene in monitor_scenes:
         q = scene.questions[len(rows) % len(scene.questions)]
+        answers.append(encoder.vocab[q[1].split()[0]])
         ids = encoder.dialogue(scene, [(q[0], "", q[2])], image)[:-1]  # prompt only, ends at ASSISTANT:
         rows.append(ids)
     width = max(map(len, rows))
@@ -183,6 +212,7 @@ def monitor(model, encoder: data.Encoder, monitor_scenes, image: bool) -> dict:
     model.set_attn_implementation(impl)
     model.train(was_training)
     hs = out.hidden_states  # (L+1) x (B, T, D); hs[l] enters layer l
+    first_word_acc = (out.logits[:, -1].argmax(-1) == torch.tensor(answers)).float().mean().item()
     bos_pos = (mask.cumsum(1) == 1) & (mask == 1)
     visual = input_ids == encoder.image
     text = (mask == 1) & ~visual & ~bos_pos
@@ -219,11 +249,12 @@ def monitor(model, encoder: data.Encoder, monitor_scenes, image: bool) -> dict:
                 top_vis = av.amax(-1, keepdim=True)
                 entry["att_vis_max"] = [round(v, 3) for v in ((top_vis * q_mask).sum((0, 2, 3)) / n_q).tolist()]
         layers.append(entry)
-    return {"layers": layers}
+    return {"layers": layers, "first_word_acc": round(first_word_acc, 3)}
 
 
 def format_monitor(summary: dict) -> str:
-    lines = [f"step {summary['step']} loss {summary['loss']} ({summary['min']} min)"]
+    lines = [f"step {summary['step']} loss {summary['loss']} ({summary['min']} min) "
+             f"first-word accuracy {summary.get('first_word_acc')}"]
     for e in summary["layers"]:
         extra = {k: v for k, v in e.items() if k != "l"}
         lines.append(f"  L{e['l']} " + " ".join(f"{k}={v}" for k, v in extra.items()))
@@ -237,6 +268,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--minutes", type=float, default=None)
     parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--init-from", default=None, help="(probes) start from another run's state.pt weights")
+    parser.add_argument("--start-step", type=int, default=None)
     parser.add_argument("--set", nargs="*", default=[], help="recipe overrides, e.g. lr=1e-2 text_width=192")
     args = parser.parse_args(argv)
     recipe = Recipe()
@@ -244,9 +277,17 @@ def main(argv=None) -> None:
         key, value = item.split("=", 1)
         target = recipe.shape if hasattr(recipe.shape, key) else recipe
         current = getattr(target, key)
-        setattr(target, key, type(current)(value) if not isinstance(current, tuple) else eval(value))
+        if isinstance(current, bool):
+            parsed = value.lower() in ("1", "true", "yes")
+        elif current is None:
+            parsed = float(value)
+        elif isinstance(current, tuple):
+            parsed = tuple(float(v) for v in value.strip("()").split(","))
+        else:
+            parsed = type(current)(value)
+        setattr(target, key, parsed)
     train(args.out, seed=args.seed, minutes=args.minutes, resume=not args.no_resume, recipe=recipe,
-          log=lambda m: print(m, flush=True))
+          log=lambda m: print(m, flush=True), init_from=args.init_from, start_step=args.start_step)
 
 
 if __name__ == "__main__":
