@@ -10,6 +10,9 @@ IMAGE_TOKEN = 99
 PAD = 0
 BOS = 1
 HIDDEN = 64
+
+# Tiny models: one thread is faster than two, and immune to OpenMP stalls on a shared machine.
+torch.set_num_threads(1)
 SINK_DIMS = (5, 40)
 
 

@@ -68,8 +68,10 @@ def _image_options(parser) -> None:
 def _bench_options(parser) -> None:
     parser.add_argument("--bench", default="organism-pope",
                         help="question set: organism-pope (default), organism-vqa, ... or a vasink.eval benchmark")
-    parser.add_argument("--limit", type=int, default=50, help="number of samples (default: 50)")
-    parser.add_argument("--seed", type=int, default=0, help="scene seed for organism-* sets")
+    parser.add_argument("--limit", type=int, default=50,
+                        help="number of samples, per subset for vasink.eval benchmarks with subsets (default: 50)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="scene seed of the sets drawn here (organism-counting, -spatial, -vqa)")
 
 
 def _load(args):
