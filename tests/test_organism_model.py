@@ -2,7 +2,6 @@
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -75,5 +74,7 @@ def test_phenomenon_matches_the_documented_numbers(loaded):
 def test_sink_dims_are_rediscovered_as_documented(loaded):
     model, processor = loaded
     reference = json.loads(REFERENCE.read_text())
-    discovered = measure.phenomenon(model, processor, n_scenes=16)["sink_dims"]
+    discovered, evidence = measure.discover_dims(model, processor, n_scenes=16)
     assert discovered == reference["own_find_dims"]["dims"]
+    top = evidence.min(0).argsort()[::-1][:4].tolist()
+    assert top == reference["own_find_dims"]["bos_top_dims"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,7 +35,12 @@ def run_demo(out_dir: str | Path = "vasink-demo", num_scenes: int = 4, seed: int
         raise ValueError(f"--scenes must be at least 1, got {num_scenes}")
     out_dir = Path(out_dir)
     model, processor = organism.load()
-    config = organism.recommended_config()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # said below, once, in the demo's own words
+        config = organism.recommended_config()
+    if not organism.sink_facts().get("emerged", False):
+        echo("note: in the shipped organism the sink did not emerge (no massive activation, no visual sink; "
+             "docs/organism.md), so VAR leaves its answers unchanged")
     echo(f"organism: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
          f"sink dims {list(config.sink_dims)}, tau {config.tau:g}, rho {config.rho}, p {config.p}")
     scenes = organism.scenes.sample("test", num_scenes, seed=seed)

@@ -72,6 +72,14 @@ def find_dims(hidden, bos, min_ratio: float, max_dims: int = 4) -> tuple[list[in
 
 
 @torch.no_grad()
+def discover_dims(model, processor, n_scenes: int = 16, seed: int = 0) -> tuple[list[int], np.ndarray]:
+    """The organism's own sink-dimension search on ``n_scenes`` test prompts (see :func:`find_dims`)."""
+    chunk = forward_all(model, processor, prompts(n_scenes, seed))
+    width = chunk["hidden"][0].shape[-1]
+    return find_dims(chunk["hidden"], chunk["bos"], min_ratio=max(4.5, 0.25 * width ** 0.5))
+
+
+@torch.no_grad()
 def phenomenon(model, processor, n_scenes: int = 64, seed: int = 0, tau: float | None = None,
                sink_dims=None, batch: int = 16) -> dict:
     """Sink numbers on the test split. ``tau``/``sink_dims`` default to the measured ones (vasink.json)."""
@@ -82,6 +90,8 @@ def phenomenon(model, processor, n_scenes: int = 64, seed: int = 0, tau: float |
         dims, _ = find_dims(chunks[0]["hidden"], chunks[0]["bos"], min_ratio=max(4.5, 0.25 * width ** 0.5))
     else:
         dims = list(sink_dims)
+    if not dims:
+        raise ValueError("no sink dimension given or found: pass sink_dims to measure phi on")
     n_layers = len(chunks[0]["hidden"])
     grid = scenes.IMAGE_SIZE // build.PATCH_SIZE
     per_layer = []
@@ -212,10 +222,8 @@ def main(argv=None) -> None:
                                     "top_frequency_dims": found.frequency.topk(4).indices.tolist()}
     except Exception as exc:  # the core may not be there yet; the own measurement below stands alone
         report["find_sink_dims"] = {"error": repr(exc)}
-    items = prompts(args.scenes)
-    chunk = forward_all(model, processor, items[:16])
-    width = chunk["hidden"][0].shape[-1]
-    own_dims, evidence = find_dims(chunk["hidden"], chunk["bos"], min_ratio=max(4.5, 0.25 * width ** 0.5))
+    own_dims, evidence = discover_dims(model, processor, n_scenes=16)
+    width = evidence.shape[-1]
     bos_top = evidence.min(0).argsort()[::-1][:4]
     report["own_find_dims"] = {"dims": own_dims, "bos_top_dims": bos_top.tolist(),
                                "bos_top_floor": evidence.min(0)[bos_top].round(2).tolist()}

@@ -155,6 +155,7 @@ def _train(out: Path, seed, minutes, resume, recipe: Recipe, log, init_from, sta
         if timed_out:
             log(f"stopped at step {step}: {minutes} min budget")
             break
+    log_file.close()
     ckpt = out / "checkpoint"
     model.eval()
     model.save_pretrained(ckpt)
