@@ -46,6 +46,8 @@ class VARState:
         self.visual_keys: torch.Tensor | None = None  # (B, K) over every position seen in this sequence
         self.valid_keys: torch.Tensor | None = None  # (B, K) False on padding
         self.eligible_queries: torch.Tensor | None = None  # (B, Q) of the current call
+        self.any_eligible = False  # eligible_queries.any(), read once per call rather than once per layer
+        self.has_visual_sink: dict[int, bool] = {}  # layer -> any visual sink in the batch, fixed at prefill
         self.sinks: dict[int, torch.Tensor] = {}  # layer -> (B, T_prefill) bool
         self.phi: dict[int, torch.Tensor] = {}  # layer -> (B, T_prefill), only when record_phi
 
@@ -86,6 +88,7 @@ class VARState:
         self.valid_keys = valid
         # Eligible queries at prefill: real, non-placeholder tokens after the first visual token.
         self.eligible_queries = after_first_image & ~placeholder & valid
+        self.any_eligible = bool(self.eligible_queries.any())
 
     def _begin_decode(self, batch: int, new: int, past: int, attention_mask, device) -> None:
         if self.visual_keys is None or self.visual_keys.shape[1] != past:
@@ -102,6 +105,7 @@ class VARState:
         else:
             self.valid_keys = torch.cat([self.valid_keys, ~pad], dim=1)
         self.eligible_queries = self.valid_keys[:, past:]
+        self.any_eligible = bool(self.eligible_queries.any())
 
     def on_layer_input(self, layer_idx: int, hidden_states: torch.Tensor) -> None:
         if self.phase != "prefill":
@@ -116,6 +120,7 @@ class VARState:
             )
         phi = sink_dimension_value(hidden_states, self.sink_dims)  # (B, T)
         self.sinks[layer_idx] = (phi > self.config.tau) & self.valid_keys
+        self.has_visual_sink[layer_idx] = bool((self.sinks[layer_idx] & self.visual_keys).any())
         if self.record_phi:
             self.phi[layer_idx] = phi
 
@@ -133,16 +138,15 @@ class VARState:
         if visual.shape[1] != num_keys and not window_decode:
             return None  # a call the hooks did not see (e.g. a bare decoder forward): leave it as is
         eligible = self.eligible_queries
-        if eligible is None or eligible.shape[1] != num_queries or not bool(eligible.any()):
+        if eligible is None or eligible.shape[1] != num_queries or not self.any_eligible:
+            return None
+        if self.config.skip_layers_without_visual_sink and not self.has_visual_sink[layer_idx]:
             return None
         sinks = self.sinks[layer_idx]
         if sinks.shape[1] < visual.shape[1]:  # decode: new tokens are never sinks (prefill's sinks are reused)
             sinks = torch.cat([sinks, sinks.new_zeros(sinks.shape[0], visual.shape[1] - sinks.shape[1])], dim=1)
-        # Whether the layer has a visual sink at all is judged on the whole sequence, as at prefill.
-        has_visual_sink = bool((sinks & visual).any())
+        # A sliding window slices the keys; whether the layer has a visual sink was judged at prefill.
         visual, sinks = visual[:, -num_keys:], sinks[:, -num_keys:]
-        if self.config.skip_layers_without_visual_sink and not has_visual_sink:
-            return None
         return LayerPlan(visual_keys=visual, sink_keys=sinks, eligible_queries=eligible)
 
 
