@@ -127,6 +127,10 @@ def layer_runner(workload: LayerWorkload, device, dtype):
         with torch.no_grad():
             if implementation == "stock":
                 return sdpa_attention_forward(site, q, k, v, None, scaling=scaling)[0]
+            if implementation == "exact":  # the reference path in float32: what half-precision paths are held to
+                config = CONFIG.replace(implementation="reference")
+                setattr(site, STATE_ATTR, FixedPlanState(plan, config))
+                return var_attention_forward(site, q.float(), k.float(), v.float(), None, scaling=scaling)[0]
             config = CONFIG.replace(implementation="fast" if implementation == "fast" else "reference")
             setattr(site, STATE_ATTR, FixedPlanState(plan, config))
             if implementation == "released-style":
@@ -204,14 +208,15 @@ def generate_runner(model, inputs, config, new_tokens: int = 32):
     return run
 
 
-def organism_runner(batch: int, new_tokens: int = 32):
+def organism_runner(batch: int, device, new_tokens: int = 32):
     from vasink import organism
 
     model, processor = organism.load()
+    model = model.to(device)
     scene_list = organism.scenes.sample("test", batch, seed=0)
     questions = [s.questions[0][0] for s in scene_list]
     inputs = organism.build_inputs(processor, [s.image for s in scene_list], questions)
-    return generate_runner(model, dict(inputs), organism.recommended_config(), new_tokens)
+    return generate_runner(model, dict(inputs.to(device)), organism.recommended_config(), new_tokens)
 
 
 # -- timing and memory -----------------------------------------------------------------------------------------
@@ -223,8 +228,11 @@ def synchronize(device):
 
 
 def agree(outputs: dict, implementations) -> dict:
-    """Which implementations agree with the reference (float tolerance; exact tokens for generate)."""
-    ref = outputs["reference"]
+    """Which implementations agree with the reference (float tolerance; exact tokens for generate).
+
+    Layer outputs are held to the float32 reference ("exact") when there is one: in half precision the
+    reference path's own logits are rounded to the model's dtype."""
+    ref = outputs.get("exact", outputs["reference"])
     verdict = {}
     for name in implementations:
         out = outputs[name]
@@ -238,17 +246,26 @@ def agree(outputs: dict, implementations) -> dict:
     return verdict
 
 
-def time_interleaved(run, implementations, repeats: int, device) -> dict[str, list[float]]:
+def time_interleaved(run, implementations, repeats: int, device, inner: int = 1) -> dict[str, list[float]]:
+    """Per repeat and implementation: the mean time of back-to-back calls, up to ``inner`` of them (GPU calls
+    take microseconds), as many as fill about 10 ms."""
     times = {name: [] for name in implementations}
-    for name in implementations:  # warm-up
+    calls = {}
+    for name in implementations:  # warm-up, which also sizes each implementation's number of calls
         run(name)
+        synchronize(device)
+        start = time.perf_counter()
+        run(name)
+        synchronize(device)
+        calls[name] = max(1, min(inner, int(0.01 / max(time.perf_counter() - start, 1e-6))))
     for _ in range(repeats):
         for name in implementations:
             synchronize(device)
             start = time.perf_counter()
-            run(name)
+            for _ in range(calls[name]):
+                run(name)
             synchronize(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append((time.perf_counter() - start) / calls[name])
     return times
 
 
@@ -280,6 +297,10 @@ def proc_status_mb(field: str) -> float:
 
 
 def measure_memory(implementation, workload_name, args) -> float | None:
+    if args.device.startswith("cuda"):  # the CUDA allocator's peak counter is exact in-process
+        gc.collect()
+        torch.cuda.empty_cache()
+        return memory_probe(implementation, workload_name, args.device, args.dtype)
     command = [sys.executable, __file__, "--memory-probe", implementation, workload_name,
                "--device", args.device, "--dtype", args.dtype] + (["--threads", str(args.threads)] if args.threads else [])
     result = subprocess.run(command, capture_output=True, text=True)
@@ -296,16 +317,19 @@ def eager_bytes(workload: LayerWorkload) -> int:
 # -- driver ----------------------------------------------------------------------------------------------------
 
 
-def bench(name, run, implementations, repeats, device, rows, memory=None):
-    outputs = {impl: run(impl) for impl in implementations}
+def bench(name, run, implementations, repeats, device, rows, memory=None, inner=1, exact=False):
+    outputs = {impl: run(impl) for impl in implementations + (("exact",) if exact else ())}
     verdict = agree(outputs, implementations)
     timed = [impl for impl in implementations if verdict[impl]]
+    ref = outputs.get("exact", outputs["reference"])
     for impl in implementations:
         if not verdict[impl]:
-            print(f"  {name}: {impl} disagrees with reference: not timed")
+            gap = (outputs[impl].float() - ref.float()).abs().max().item() if ref.is_floating_point() else "tokens"
+            print(f"  {name}: {impl} disagrees with the {'float32 ' if exact else ''}reference (max |diff| {gap}): "
+                  "not timed")
     if "fast" in implementations and all(torch.equal(outputs["fast"], outputs["stock"]) for _ in [0]):
         print(f"  {name}: warning: VAR changed nothing on this workload")
-    times = time_interleaved(run, timed, repeats, device)
+    times = time_interleaved(run, timed, repeats, device, inner)
     for impl in timed:
         ratios = [t / s for t, s in zip(times[impl], times["stock"])]
         rows.append({"implementation": impl, "workload": name, "median_s": statistics.median(times[impl]),
@@ -323,6 +347,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated workload names to run")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's); 1 avoids OpenMP stalls on a shared machine")
+    parser.add_argument("--inner", type=int, default=None,
+                        help="calls per timed layer sample (default: 20 on CUDA, 1 on CPU)")
     parser.add_argument("--memory-probe", nargs=2, metavar=("IMPL", "WORKLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.dtype = args.dtype or ("float16" if args.device == "cuda" else "float32")
@@ -334,6 +360,7 @@ def main(argv=None) -> int:
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     repeats = 3 if args.quick else 5
+    inner = args.inner or (20 if device.type == "cuda" else 1)
     only = set(args.only.split(",")) if args.only else None
     wanted = lambda name: only is None or name in only  # noqa: E731
     rows: list[dict] = []
@@ -355,14 +382,14 @@ def main(argv=None) -> int:
             impls_checked = impls  # compare with stock shape only; agreement is checked at smaller sizes
             outputs = {impl: run(impl) for impl in impls_checked}
             assert outputs["fast"].shape == outputs["stock"].shape
-            times = time_interleaved(run, impls, max(2, repeats // 2), device)
+            times = time_interleaved(run, impls, max(2, repeats // 2), device, inner)
             for impl in impls:
                 ratios = [t / s for t, s in zip(times[impl], times["stock"])]
                 rows.append({"implementation": impl, "workload": name, "median_s": statistics.median(times[impl]),
                              "ratio_to_stock": statistics.median(ratios), "peak_mem_mb": (memory or {}).get(impl)})
                 print(f"  {name:<24} {impl:<15} {statistics.median(times[impl]):9.4f} s  x{rows[-1]['ratio_to_stock']:.3f}")
             continue
-        bench(name, run, impls, repeats, device, rows, memory)
+        bench(name, run, impls, repeats, device, rows, memory, inner, exact=True)
 
     # Memory growth with sequence length (one fresh process per point).
     if not args.quick and wanted("memory-scaling"):
@@ -397,7 +424,7 @@ def main(argv=None) -> int:
         if not wanted(name):
             continue
         try:
-            run = organism_runner(batch)
+            run = organism_runner(batch, device)
         except FileNotFoundError as error:
             print(f"{name}: skipped ({error})")
             continue

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+_DEVICE_NAME = os.environ.get("VASINK_TEST_DEVICE", "cpu")
+if _DEVICE_NAME == "cpu":  # the GPU kernel (Triton) runs in Triton's interpreter; set before anything imports Triton
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 IMAGE_TOKEN = 99
@@ -11,6 +17,8 @@ PAD = 0
 BOS = 1
 HIDDEN = 64
 
+# Where the model tests run: cpu by default; VASINK_TEST_DEVICE=cuda runs the model tests on a GPU.
+DEVICE = torch.device(_DEVICE_NAME)
 # Tiny models: one thread is faster than two, and immune to OpenMP stalls on a shared machine.
 torch.set_num_threads(1)
 SINK_DIMS = (5, 40)
@@ -30,7 +38,7 @@ def tiny_llava(num_layers: int = 5, image_size: int = 28, attn_implementation: s
     model = LlavaForConditionalGeneration(config).eval()
     model.set_attn_implementation(attn_implementation)
     model.generation_config.pad_token_id = PAD
-    return model
+    return model.to(DEVICE)
 
 
 def num_patches(image_size: int = 28) -> int:
@@ -59,7 +67,18 @@ def batch_inputs(prompts: list[list[int]], image_size: int = 28, seed: int = 1) 
     if n_images:
         generator = torch.Generator().manual_seed(seed)
         inputs["pixel_values"] = torch.randn(n_images, 3, image_size, image_size, generator=generator)
-    return inputs
+    return to_device(inputs)
+
+
+def to_device(value):
+    """Tensors (also inside dicts and lists) moved to the test device."""
+    if isinstance(value, torch.Tensor):
+        return value.to(DEVICE)
+    if isinstance(value, dict):
+        return {k: to_device(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_device(v) for v in value]
+    return value
 
 
 class SinkPlanter:

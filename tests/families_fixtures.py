@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 import vasink
+from conftest import DEVICE, to_device
 
 PAD, BOS, EOS = 0, 1, 2
 IMAGE, VIDEO = 100, 101
@@ -49,7 +50,7 @@ def finish(model, attn: str):
     model.set_attn_implementation(attn)
     model.generation_config.pad_token_id = PAD
     model.generation_config.eos_token_id = None  # always generate the full length
-    return model
+    return model.to(DEVICE)
 
 
 class Family:
@@ -107,7 +108,7 @@ class Family:
         out = {"input_ids": input_ids, "attention_mask": attention_mask}
         out.update(self.collate_media([media for _, _, media in rows]))
         out.update(self.extra_inputs(token_types))
-        return out
+        return to_device(out)
 
     def prompts(self) -> list[list]:
         """Prompts of the batch tests: one image; a longer prompt; several images (and a video)."""
@@ -149,7 +150,7 @@ class LlavaNext(Family):
         pv = pixels(item.seed, self.num_patches(item.size, items), 3, 28, 28)
         sizes = torch.tensor([item.size])
         with torch.no_grad():  # the model's own count of placeholder tokens for this image
-            feats = model.model.get_image_features(pixel_values=pv[None], image_sizes=sizes,
+            feats = model.model.get_image_features(pixel_values=pv[None].to(DEVICE), image_sizes=sizes.to(DEVICE),
                                                    **self.feature_kwargs(items))
         tokens = feats.pooler_output[0].shape[0]
         return [IMAGE] * tokens, {"pixel_values": pv, "image_sizes": sizes}
@@ -608,7 +609,7 @@ def planted_positions(visual_ids=(IMAGE, VIDEO), patches=(1,)):
     """A ``choose`` for :class:`Planter`: the first real token and the k-th token of every visual run."""
 
     def choose(input_ids, attention_mask):
-        visual = torch.isin(input_ids, torch.tensor(visual_ids))
+        visual = torch.isin(input_ids, torch.tensor(visual_ids, device=input_ids.device))
         mask = torch.zeros_like(visual)
         start = visual & ~torch.nn.functional.pad(visual, (1, 0))[:, :-1]
         run = start.long().cumsum(-1)
@@ -618,8 +619,9 @@ def planted_positions(visual_ids=(IMAGE, VIDEO), patches=(1,)):
                 for k in patches:
                     if k < len(positions):
                         mask[row, positions[k]] = True
-        first_real = attention_mask.long().argmax(-1) if attention_mask is not None else torch.zeros(len(mask)).long()
-        mask[torch.arange(len(mask)), first_real] = True
+        first_real = attention_mask.long().argmax(-1) if attention_mask is not None \
+            else torch.zeros(len(mask), dtype=torch.long, device=mask.device)
+        mask[torch.arange(len(mask), device=mask.device), first_real] = True
         return mask
 
     return choose

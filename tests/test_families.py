@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from conftest import DEVICE
 from families_fixtures import (BOS, FAMILIES, IMAGE, PAD, PROCESSORS, SINK_DIMS, VIDEO, Image, Planter,
                                planted_positions)
 from test_redistribute import loop_oracle
@@ -87,7 +88,7 @@ def newline_positions(model, inputs) -> torch.Tensor:
 def expected_visual(model, inputs) -> torch.Tensor:
     """V from first principles: image / video placeholder ids, minus newline embeddings, on real tokens."""
     ids = inputs["input_ids"]
-    return torch.isin(ids, torch.tensor([IMAGE, VIDEO])) & ~newline_positions(model, inputs) \
+    return torch.isin(ids, torch.tensor([IMAGE, VIDEO], device=ids.device)) & ~newline_positions(model, inputs) \
         & inputs["attention_mask"].bool()
 
 
@@ -260,7 +261,7 @@ def test_find_sink_dims_on_each_family(family):
 def test_processor_inputs_sinks_and_grids(name):
     """The processor's own prompt: planted visual sinks are found, and the grids cover exactly V."""
     model = model_of(name)
-    inputs = build_prompt_inputs(PROCESSORS[name](), calibration_images(56)[2], "describe the image .")
+    inputs = build_prompt_inputs(PROCESSORS[name](), calibration_images(56)[2], "describe the image .").to(DEVICE)
     inputs.pop("labels", None)  # PaliGemma's processor adds them
     assert int((inputs["input_ids"] == IMAGE).sum()) > 0
     planter = Planter(model, planted_positions())

@@ -278,5 +278,5 @@ def test_intervention_rule_replaces_var_on_the_reference_path(planted):
     eligible = [i for i in range(inputs["input_ids"].shape[1]) if i > sinks[-1] and inputs["input_ids"][0, i] != IMAGE_TOKEN]
     attn = out.attentions[2][0]  # (H, Q, K)
     assert attn[:, eligible][:, :, sinks].abs().max() == 0
-    torch.testing.assert_close(attn[:, eligible].sum(-1), torch.ones(attn.shape[0], len(eligible)))
+    torch.testing.assert_close(attn[:, eligible].sum(-1), torch.ones(attn.shape[0], len(eligible), device=attn.device))
     assert attn[:, :eligible[0]][:, :, sinks].sum() > 0  # image rows untouched

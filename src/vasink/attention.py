@@ -1,6 +1,6 @@
 """The attention function vasink registers with transformers (``attn_implementation="vasink"``).
 
-Two paths compute the same thing (SPEC §2):
+Two paths compute the same thing (SPEC §2), and on GPUs a third (``fused_attention.py``, one Triton kernel):
 
 - ``reference`` materializes ``[batch, heads, queries, keys]`` weights and calls :func:`redistribute`.
 - ``fast`` runs the stock SDPA kernel, then corrects only the eligible query rows with the identity
@@ -20,12 +20,13 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from .fused_attention import fused_var_attention, use_fused
 from .redistribute import redistribute, select_rows
 
 ATTENTION_NAME = "vasink"
 STATE_ATTR = "_vasink_state"
 ROW_CHUNK = 256  # eligible query rows per correction call: bounds the additive mask at ROW_CHUNK x keys
-KERNEL_LSE_DEVICES = ("cpu",)  # devices whose SDPA kernel we call directly for its log-sum-exp
+KERNEL_LSE_DEVICES = ("cpu", "cuda")  # devices whose fused SDPA kernel we call directly for its log-sum-exp
 SMALL_ROWS = 4  # calls with at most this many query rows (decode) take the direct path: (heads x keys) per row
 
 
@@ -52,31 +53,55 @@ def var_attention_forward(module: nn.Module, query, key, value, attention_mask, 
         return reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config)
     if plan is None:
         return stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
+    if use_fused(query.device):  # GPU: VAR inside one attention kernel (prefill and decode)
+        allowed = None if attention_mask is None else allowed_keys(attention_mask, query.shape[2], key.shape[2],
+                                                                   query.device)
+        return fused_var_attention(query, key, value, allowed, scaling, plan, state.config), None
     if query.shape[2] <= SMALL_ROWS:
         # Decode: a row's weights are (heads x keys), the size SDPA itself builds; one pass beats three.
         out, _ = reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config)
         return out, None
-    if query.device.type in KERNEL_LSE_DEVICES:  # the CPU flash kernel returns every row's log-sum-exp for free
-        out, lse = cpu_attention_with_lse(module, query, key, value, attention_mask, scaling)
+    if query.device.type in KERNEL_LSE_DEVICES:  # a fused kernel returns every row's log-sum-exp for free
+        out, lse = kernel_attention_with_lse(module, query, key, value, attention_mask, scaling)
     else:
         out, _ = stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
         lse = None
     return correct_eligible_rows(out, lse, query, key, value, attention_mask, scaling, plan, state.config), None
 
 
-def cpu_attention_with_lse(module, query, key, value, attention_mask, scaling):
-    """SDPA's CPU flash kernel, called directly to keep its log-sum-exp: out (B, Q, H, hd), lse (B, H, Q)."""
+def kernel_attention_with_lse(module, query, key, value, attention_mask, scaling):
+    """A fused SDPA kernel called directly to keep its log-sum-exp: out (B, Q, H, hd), lse (B, H, Q)."""
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     num_queries, num_keys = query.shape[2], key.shape[2]
     if attention_mask is None and num_queries == num_keys:
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, is_causal=True,
-                                                                              scale=scaling)
+        out, lse = fused_attention_with_lse(query, key, value, None, scaling, is_causal=True)
     else:
         allowed = allowed_keys(attention_mask, num_queries, num_keys, query.device)
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query, key, value, attn_mask=additive_mask(allowed, query.dtype), scale=scaling)
+        out, lse = fused_attention_with_lse(query, key, value, allowed, scaling)
     return out.transpose(1, 2).contiguous(), lse
+
+
+def fused_attention_with_lse(query, key, value, allowed, scaling, is_causal=False):
+    """query (B, H, R, hd), key/value (B, H, K, hd), allowed bool (B, 1, R, K) or None -> out (B, H, R, hd), lse (B, H, R).
+
+    CPU: the flash kernel. CUDA: the memory-efficient kernel (it takes an additive mask and returns the
+    log-sum-exp padded to a multiple of 32 rows; its mask rows must start 16-element aligned).
+    """
+    if query.device.type == "cpu":
+        mask = None if allowed is None else additive_mask(allowed, query.dtype)
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, attn_mask=mask, is_causal=is_causal, scale=scaling)
+    mask = None
+    if allowed is not None:
+        batch, _, num_rows, num_keys = allowed.shape
+        aligned = -(-num_keys // 16) * 16
+        mask = torch.zeros(allowed.shape[:-1] + (aligned,), dtype=query.dtype, device=query.device)[..., :num_keys]
+        mask.masked_fill_(~allowed, torch.finfo(query.dtype).min)
+        mask = mask.expand(batch, query.shape[1], num_rows, num_keys)
+    out, lse, _, _ = torch.ops.aten._scaled_dot_product_efficient_attention(
+        query, key, value, mask, True, is_causal=is_causal, scale=scaling)
+    return out, lse[..., :query.shape[2]]
 
 
 def stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs):
@@ -167,9 +192,7 @@ def attention_with_lse(query, key, value, allowed, scaling):
     q = query.reshape(batch, kv_heads, groups * num_rows, head_dim)  # (B, Hkv, g*R, hd)
     rows_allowed = allowed.expand(batch, 1, num_rows, -1).repeat(1, 1, groups, 1)  # (B, 1, g*R, K)
     if query.device.type in KERNEL_LSE_DEVICES:
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, key, value, attn_mask=additive_mask(rows_allowed, q.dtype), scale=scaling
-        )
+        out, lse = fused_attention_with_lse(q, key, value, rows_allowed, scaling)
     else:  # bounded by ROW_CHUNK rows; a kernel that returns lse on this device would avoid the weights
         scores = torch.matmul(q, key.transpose(2, 3)) * scaling
         scores = scores.masked_fill(~rows_allowed, float("-inf"))
