@@ -139,7 +139,7 @@ def test_var_change_equals_oracle_on_stock_eager_weights(family):
         visual = expected_visual(model, inputs)
     finally:
         planter.remove()
-    placeholder = torch.isin(inputs["input_ids"], torch.tensor([IMAGE, VIDEO]))
+    placeholder = torch.isin(inputs["input_ids"], torch.tensor([IMAGE, VIDEO], device=DEVICE))
     queries = (placeholder.long().cumsum(-1) > 0) & ~placeholder & inputs["attention_mask"].bool()
     want = loop_oracle(stock.attentions[2], visual, report[2].sink_mask, queries,
                        config.rho, config.p, config.min_visual_attention)
