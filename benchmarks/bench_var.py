@@ -11,6 +11,7 @@ peak allocated memory; on CPU the peak-RSS growth (VmHWM after resetting it) of 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -65,16 +66,22 @@ LAYER_WORKLOADS = {
 
 
 class FixedPlanState:
-    """What vasink's attention function reads from a module: a config and a plan (fixed for a layer benchmark)."""
+    """What vasink's attention function reads from a module: a config and a plan (fixed for a layer benchmark).
+
+    Memos as in a generation: a prefill call derives everything afresh (fresh memos); a decode call finds the
+    layer's memo filled at prefill (one kept across calls), and the call memo shared with the other layers."""
 
     original_implementation = "sdpa"
     intervention = None
 
-    def __init__(self, plan: LayerPlan, config):
-        self._plan, self.config = plan, config
+    def __init__(self, plan: LayerPlan, config, decode: bool = False):
+        self._plan, self.config, self.decode = plan, config, decode
+        self._layer_memo, self._call_memo = {}, {}
 
     def plan(self, layer_idx, num_queries, num_keys):
-        return self._plan
+        if self.decode:
+            return dataclasses.replace(self._plan, layer_memo=self._layer_memo, call_memo=self._call_memo)
+        return dataclasses.replace(self._plan, layer_memo={}, call_memo={})
 
 
 def text_config_7b() -> LlamaConfig:
@@ -122,19 +129,20 @@ def layer_runner(workload: LayerWorkload, device, dtype):
     site, q, k, v, plan = layer_case(workload, device, dtype)
     register()
     scaling = 128 ** -0.5
+    states = {impl: FixedPlanState(plan, CONFIG.replace(implementation=impl), workload.decode)
+              for impl in ("fast", "reference")}
 
     def run(implementation):
         with torch.no_grad():
             if implementation == "stock":
                 return sdpa_attention_forward(site, q, k, v, None, scaling=scaling)[0]
             if implementation == "exact":  # the reference path in float32: what half-precision paths are held to
-                config = CONFIG.replace(implementation="reference")
-                setattr(site, STATE_ATTR, FixedPlanState(plan, config))
+                setattr(site, STATE_ATTR, states["reference"])
                 return var_attention_forward(site, q.float(), k.float(), v.float(), None, scaling=scaling)[0]
-            config = CONFIG.replace(implementation="fast" if implementation == "fast" else "reference")
-            setattr(site, STATE_ATTR, FixedPlanState(plan, config))
+            state = states["fast" if implementation == "fast" else "reference"]
+            setattr(site, STATE_ATTR, state)
             if implementation == "released-style":
-                return released_style_attention(site, q, k, v, None, scaling, plan, config)[0]
+                return released_style_attention(site, q, k, v, None, scaling, plan, state.config)[0]
             return var_attention_forward(site, q, k, v, None, scaling=scaling)[0]
     return run
 

@@ -31,7 +31,7 @@ step() {  # step NAME SECONDS COMMAND...
 
 step pytest_cuda 120 env VASINK_TEST_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider --tb=short \
   tests/test_fused_attention.py tests/test_var_model.py tests/test_families.py
-step bench_var_fp16 200 python3 benchmarks/bench_var.py --device cuda --dtype float16 --json "$OUT/bench_var_fp16.json"
+step bench_var_fp16 240 python3 benchmarks/bench_var.py --device cuda --dtype float16 --json "$OUT/bench_var_fp16.json"
 step bench_var_bf16 60 python3 benchmarks/bench_var.py --device cuda --dtype bfloat16 --quick \
   --only layer-7b-prefill,layer-7b-decode,layer-7b-prefill-b8,layer-7b-decode-b8
 step bench_eval 75 python3 benchmarks/bench_eval.py --device cuda --json "$OUT/bench_eval.json"

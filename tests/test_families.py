@@ -404,3 +404,34 @@ def test_attention_logit_softcapping_is_refused():
     with pytest.raises(ValueError, match="soft-caps"):
         vasink.enable(model, CONFIG)
     assert model.config.text_config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fused_kernel_equals_reference(name, monkeypatch):
+    """The GPU kernel (run by Triton's interpreter on CPU) on every family: prefill logits and every decode
+    step's scores, sliding-window layers (Gemma 3, Mistral 3) and memoized key flags included."""
+    pytest.importorskip("triton")
+    import vasink.attention as attention
+    import vasink.fused_attention as fused
+
+    monkeypatch.setattr(fused, "FUSED_DEVICES", (DEVICE.type,))
+    calls = []
+    monkeypatch.setattr(attention, "fused_var_attention", lambda *a: calls.append(1) or fused.fused_var_attention(*a))
+    family = FAMILIES[name]
+    model = model_of(name)
+    planter = Planter(model, planted_positions())
+    inputs = family.inputs(model, family.prompts())
+    try:
+        with vasink.var(model, CONFIG):
+            fast = logits(model, inputs)
+            fast_steps = generate_scores(model, inputs)
+        assert calls, "the fused kernel must run"
+        with vasink.var(model, CONFIG.replace(implementation="reference")):
+            reference = logits(model, inputs)
+            reference_steps = generate_scores(model, inputs)
+    finally:
+        planter.remove()
+    real = inputs["attention_mask"].bool()
+    torch.testing.assert_close(fast[real], reference[real], rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast_steps[0], reference_steps[0])
+    torch.testing.assert_close(fast_steps[1], reference_steps[1], rtol=1e-4, atol=1e-4)

@@ -15,6 +15,7 @@ tensors through Triton's interpreter (how the tests check it on machines without
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 
@@ -48,10 +49,8 @@ def fused_var_attention(query, key, value, allowed, scaling, plan, config) -> to
     batch, heads, num_queries, head_dim = query.shape
     kv_heads, num_keys = key.shape[1], key.shape[2]
     out = torch.empty(batch, num_queries, heads, head_dim, dtype=query.dtype, device=query.device)
-    groups = (plan.sink_keys.to(torch.uint8) * SINK_BIT) | (plan.visual_keys.to(torch.uint8) * VISUAL_BIT)  # (B, K)
-    has_visual_sink = (plan.visual_keys & plan.sink_keys).any(-1).to(torch.uint8)  # (B,)
-    num_visual = plan.visual_keys.sum(-1).float()  # (B,)
-    eligible = plan.eligible_queries.to(torch.uint8)  # (B, Q)
+    keys = key_flags(plan)
+    eligible = memoized(plan.call_memo, "eligible_uint8", lambda: plan.eligible_queries.to(torch.uint8))  # (B, Q)
     if allowed is None:
         mask, mask_strides = eligible, (0, 0, 0)  # unused pointer
     else:
@@ -63,10 +62,10 @@ def fused_var_attention(query, key, value, allowed, scaling, plan, config) -> to
     block_n = 64 if block_d <= 128 else 32
     grid = (-(-num_queries // block_m), batch * heads)
     kernel[grid](
-        query, key, value, out, mask, groups, eligible, has_visual_sink, num_visual,
+        query, key, value, out, mask, keys.groups, eligible, keys.has_visual_sink, keys.num_visual,
         *query.stride(), *key.stride(), *value.stride(), *out.stride(), *mask_strides,
-        *groups.stride(), *eligible.stride(),
-        heads, heads // kv_heads, num_queries, num_keys, head_dim,
+        *keys.groups.stride(), *eligible.stride(),
+        heads, heads // kv_heads, num_queries, num_keys, keys.groups.shape[1], head_dim,
         float(scaling), float(config.rho), float(config.min_visual_attention), float(config.removed_fraction),
         RELEASED_CODE_EPS_PER_VISUAL_KEY,
         HAS_MASK=allowed is not None, PAPER=config.compat == "paper",
@@ -76,6 +75,40 @@ def fused_var_attention(query, key, value, allowed, scaling, plan, config) -> to
         num_warps=4 if block_m <= 32 and block_d <= 128 else 8,
     )
     return out
+
+
+@dataclass
+class KeyFlags:
+    """Per-sample key facts the kernel reads; keys from ``groups.shape[1]`` on are neither sinks nor visual."""
+
+    groups: torch.Tensor  # (B, G) uint8: SINK_BIT | VISUAL_BIT
+    has_visual_sink: torch.Tensor  # (B,) uint8
+    num_visual: torch.Tensor  # (B,) float32
+
+
+def key_flags(plan) -> KeyFlags:
+    """Built once per layer and generation (at prefill) where the plan offers a memo; decode keys add nothing."""
+
+    def build() -> KeyFlags:
+        visual, sinks = plan.visual_keys, plan.sink_keys
+        return KeyFlags(groups=(sinks.to(torch.uint8) * SINK_BIT) | (visual.to(torch.uint8) * VISUAL_BIT),
+                        has_visual_sink=(visual & sinks).any(-1).to(torch.uint8),
+                        num_visual=visual.sum(-1).float())
+
+    if plan.sliced:
+        return build()
+    flags = memoized(plan.layer_memo, "key_flags", build)
+    if flags.groups.shape[1] > plan.visual_keys.shape[1]:  # a memo from a longer sequence: not this one
+        flags = plan.layer_memo["key_flags"] = build()
+    return flags
+
+
+def memoized(memo: dict | None, name: str, make):
+    if memo is None:
+        return make()
+    if name not in memo:
+        memo[name] = make()
+    return memo[name]
 
 
 def _kernel():

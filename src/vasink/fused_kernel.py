@@ -12,7 +12,7 @@ def var_attention_kernel(
     Q, K, V, Out, Mask, Groups, Eligible, HasVisualSink, NumVisual,
     sq_b, sq_h, sq_m, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d, so_b, so_m, so_h, so_d,
     smask_b, smask_m, smask_n, sg_b, sg_n, se_b, se_m,
-    H, GROUPS, M, N, D,
+    H, GROUPS, M, N, G, D,
     scale, rho, min_visual, removed, eps_visual,
     HAS_MASK: tl.constexpr, PAPER: tl.constexpr, SKIP_WITHOUT_VISUAL_SINK: tl.constexpr, IEEE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -65,7 +65,7 @@ def var_attention_kernel(
             allowed = allowed & (offs_n[None, :] <= offs_m[:, None] + offset)
         s = tl.where(allowed, s, float("-inf"))
 
-        flags = tl.load(Groups + b * sg_b + offs_n * sg_n, mask=n_ok, other=0)  # (BLOCK_N,)
+        flags = tl.load(Groups + b * sg_b + offs_n * sg_n, mask=offs_n < G, other=0)  # (BLOCK_N,)
         is_sink = (flags & 1) != 0
         is_visual = (flags & 2) != 0
         is_nonsink_visual = is_visual & ~is_sink

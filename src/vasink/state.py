@@ -24,6 +24,12 @@ class LayerPlan:
     visual_keys: torch.Tensor  # (B, K) bool
     sink_keys: torch.Tensor  # (B, K) bool
     eligible_queries: torch.Tensor  # (B, Q) bool
+    # Where an attention path may keep tensors derived from the plan: ``layer_memo`` lives for one layer
+    # through one generation (sinks and visual keys are fixed at prefill; decode keys are neither), and
+    # ``call_memo`` for one forward call, shared by its layers. None: derive everything afresh.
+    layer_memo: dict | None = None
+    call_memo: dict | None = None
+    sliced: bool = False  # keys are a sliding window's tail, not the whole sequence: layer_memo does not apply
 
 
 class VARState:
@@ -50,10 +56,13 @@ class VARState:
         self.has_visual_sink: dict[int, bool] = {}  # layer -> any visual sink in the batch, fixed at prefill
         self.sinks: dict[int, torch.Tensor] = {}  # layer -> (B, T_prefill) bool
         self.phi: dict[int, torch.Tensor] = {}  # layer -> (B, T_prefill), only when record_phi
+        self.layer_memos: dict[int, dict] = {}  # layer -> LayerPlan.layer_memo, for this generation
+        self.call_memo: dict = {}  # LayerPlan.call_memo of the current forward call
 
     # -- hooks -------------------------------------------------------------------------------------------
 
     def on_model_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.call_memo = {}
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if input_ids is None:
             raise ValueError(
@@ -147,7 +156,9 @@ class VARState:
             sinks = torch.cat([sinks, sinks.new_zeros(sinks.shape[0], visual.shape[1] - sinks.shape[1])], dim=1)
         # A sliding window slices the keys; whether the layer has a visual sink was judged at prefill.
         visual, sinks = visual[:, -num_keys:], sinks[:, -num_keys:]
-        return LayerPlan(visual_keys=visual, sink_keys=sinks, eligible_queries=eligible)
+        return LayerPlan(visual_keys=visual, sink_keys=sinks, eligible_queries=eligible,
+                         layer_memo=self.layer_memos.setdefault(layer_idx, {}), call_memo=self.call_memo,
+                         sliced=window_decode)
 
 
 def install_hooks(model: nn.Module, adapter: ModelAdapter, state: VARState) -> list:
