@@ -263,3 +263,22 @@ def test_gqa_hub_instruction_schema_with_an_image_folder(tmp_path):
     samples = get_benchmark("gqa").load(str(path))
     check_images(samples)
     assert samples[0].target == "yes" and samples[0].image_id == "n288870"
+
+
+def test_hub_dataset_that_cannot_load_names_it_and_the_way_out(monkeypatch, tmp_path, capsys):
+    """Offline, an unknown id, or a script-based dataset (MMHal-Bench's hub copy): one clear error, no traceback."""
+    datasets = pytest.importorskip("datasets")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Dataset scripts are no longer supported, but found MMHal-Bench.py")
+
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    from vasink.cli import main
+    from vasink.eval.data import HubDatasetError
+
+    with pytest.raises(HubDatasetError, match=r"(?s)'Shengcao1006/MMHal-Bench'.*scripts are no longer.*--data PATH"):
+        get_benchmark("mmhal").load()
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"question_id": "1", "text": "yes"}) + "\n")
+    assert main(["score", "--bench", "pope", "--answers", str(answers), "--data", "someone/pope-copy"]) == 2
+    assert "could not load the hub dataset 'someone/pope-copy'" in capsys.readouterr().err

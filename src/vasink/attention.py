@@ -1,12 +1,13 @@
 """The attention function vasink registers with transformers (``attn_implementation="vasink"``).
 
-Two paths compute the same thing (SPEC §2), and on GPUs a third (``fused_attention.py``, one Triton kernel):
+Two paths compute the same thing (SPEC §2):
 
 - ``reference`` materializes ``[batch, heads, queries, keys]`` weights and calls :func:`redistribute`.
-- ``fast`` runs the stock SDPA kernel, then corrects only the eligible query rows with the identity
+- ``fast`` builds no weight tensor. On CUDA (with Triton) it is one fused kernel (``fused_attention.py``).
+  Elsewhere it runs the stock SDPA kernel, then corrects only the eligible query rows with the identity
   ``o' = o - p * o_S + p * m_S * o_N / m_N``: ``m_N`` and ``o_N / m_N`` come from one attention call
-  restricted to the non-sink visual keys (a kernel that returns the log-sum-exp, so masses are
-  ``exp(lse_N - lse)``), and the sink terms from the few sink keys directly. No weight tensor is built.
+  restricted to the non-sink visual keys (on CPU a kernel that returns the log-sum-exp, so masses are
+  ``exp(lse_N - lse)``; other devices a bounded math pass), and the sink terms from the few sink keys.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .redistribute import redistribute, select_rows
 ATTENTION_NAME = "vasink"
 STATE_ATTR = "_vasink_state"
 ROW_CHUNK = 256  # eligible query rows per correction call: bounds the additive mask at ROW_CHUNK x keys
-KERNEL_LSE_DEVICES = ("cpu", "cuda")  # devices whose fused SDPA kernel we call directly for its log-sum-exp
+KERNEL_LSE_DEVICES = ("cpu",)  # devices whose SDPA kernel we call directly for its log-sum-exp
 SMALL_ROWS = 4  # calls with at most this many query rows (decode) take the direct path: (heads x keys) per row
 
 
@@ -61,7 +62,7 @@ def var_attention_forward(module: nn.Module, query, key, value, attention_mask, 
         # Decode: a row's weights are (heads x keys), the size SDPA itself builds; one pass beats three.
         out, _ = reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config)
         return out, None
-    if query.device.type in KERNEL_LSE_DEVICES:  # a fused kernel returns every row's log-sum-exp for free
+    if query.device.type in KERNEL_LSE_DEVICES:  # the CPU flash kernel returns every row's log-sum-exp for free
         out, lse = kernel_attention_with_lse(module, query, key, value, attention_mask, scaling)
     else:
         out, _ = stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
@@ -70,7 +71,7 @@ def var_attention_forward(module: nn.Module, query, key, value, attention_mask, 
 
 
 def kernel_attention_with_lse(module, query, key, value, attention_mask, scaling):
-    """A fused SDPA kernel called directly to keep its log-sum-exp: out (B, Q, H, hd), lse (B, H, Q)."""
+    """SDPA's CPU flash kernel called directly to keep its log-sum-exp: out (B, Q, H, hd), lse (B, H, Q)."""
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     num_queries, num_keys = query.shape[2], key.shape[2]
@@ -85,23 +86,11 @@ def kernel_attention_with_lse(module, query, key, value, attention_mask, scaling
 def fused_attention_with_lse(query, key, value, allowed, scaling, is_causal=False):
     """query (B, H, R, hd), key/value (B, H, K, hd), allowed bool (B, 1, R, K) or None -> out (B, H, R, hd), lse (B, H, R).
 
-    CPU: the flash kernel. CUDA: the memory-efficient kernel (it takes an additive mask and returns the
-    log-sum-exp padded to a multiple of 32 rows; its mask rows must start 16-element aligned).
+    The CPU flash kernel (CUDA runs the fused Triton kernel instead; other devices the math route).
     """
-    if query.device.type == "cpu":
-        mask = None if allowed is None else additive_mask(allowed, query.dtype)
-        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query, key, value, attn_mask=mask, is_causal=is_causal, scale=scaling)
-    mask = None
-    if allowed is not None:
-        batch, _, num_rows, num_keys = allowed.shape
-        aligned = -(-num_keys // 16) * 16
-        mask = torch.zeros(allowed.shape[:-1] + (aligned,), dtype=query.dtype, device=query.device)[..., :num_keys]
-        mask.masked_fill_(~allowed, torch.finfo(query.dtype).min)
-        mask = mask.expand(batch, query.shape[1], num_rows, num_keys)
-    out, lse, _, _ = torch.ops.aten._scaled_dot_product_efficient_attention(
-        query, key, value, mask, True, is_causal=is_causal, scale=scaling)
-    return out, lse[..., :query.shape[2]]
+    mask = None if allowed is None else additive_mask(allowed, query.dtype)
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, attn_mask=mask, is_causal=is_causal, scale=scaling)
 
 
 def stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs):

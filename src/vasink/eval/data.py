@@ -199,8 +199,22 @@ def _datasets():
     return datasets
 
 
+class HubDatasetError(ValueError):
+    """A hub dataset could not be loaded (offline, unknown id, a loading script datasets no longer runs...)."""
+
+
 def _load_hub(dataset_id: str, config: str | None, split: str):
-    return _datasets().load_dataset(dataset_id, config, split=split)
+    datasets = _datasets()
+    try:
+        return datasets.load_dataset(dataset_id, config, split=split)
+    except Exception as error:  # datasets raises many kinds; each means the same to the user
+        where = f"{dataset_id!r}" + (f" (config {config!r})" if config else "") + f", split {split!r}"
+        raise HubDatasetError(
+            f"could not load the hub dataset {where}: {type(error).__name__}: {error}\n"
+            "Without network access (HF_HUB_OFFLINE=1), or for a dataset that needs a loading script, download "
+            "its question file and images yourself and pass --data PATH (a .jsonl / .json / .csv / .tsv / "
+            ".parquet file, or a folder saved with Dataset.save_to_disk; --images DIR for the image folder)"
+        ) from error
 
 
 def _load_from_disk(path: Path, split: str):
