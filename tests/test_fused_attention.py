@@ -120,3 +120,20 @@ def test_model_fast_path_through_the_fused_kernel_equals_reference(monkeypatch):
     assert (fast - base)[real].abs().max() > 1e-3
     torch.testing.assert_close(fast[real], reference_logits[real], rtol=1e-5, atol=1e-5)
     assert torch.equal(fast_tokens, reference_tokens)
+
+
+def test_heads_too_large_for_the_kernel_take_the_unfused_route(monkeypatch):
+    monkeypatch.setattr(fused, "FUSED_DEVICES", (DEVICE.type,))
+    monkeypatch.setattr(fused, "MAX_HEAD_DIM", 8)  # tiny_llava's heads are 16 wide
+    import vasink.attention as attention
+
+    monkeypatch.setattr(attention, "fused_var_attention", lambda *a: pytest.fail("the fused kernel must not run"))
+    model = tiny_llava()
+    planter = SinkPlanter(model)
+    inputs = batch_inputs([prompt_ids()])
+    with vasink.var(model, CONFIG):
+        fast = logits(model, inputs)
+    with vasink.var(model, CONFIG.replace(implementation="reference")):
+        reference_logits = logits(model, inputs)
+    planter.remove()
+    torch.testing.assert_close(fast, reference_logits, rtol=1e-5, atol=1e-5)

@@ -47,6 +47,8 @@ def var_attention_forward(module: nn.Module, query, key, value, attention_mask, 
         )
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
     plan = state.plan(module.layer_idx, query.shape[2], key.shape[2])
+    if plan is not None and plan.visual_keys.device != query.device:  # a model split over devices (device_map)
+        plan = plan.to(query.device)
     if state.intervention is not None:  # analysis: any change of the weights, on the reference path
         return reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config,
                                    rule=state.intervention)
@@ -54,7 +56,7 @@ def var_attention_forward(module: nn.Module, query, key, value, attention_mask, 
         return reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config)
     if plan is None:
         return stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
-    if use_fused(query.device):  # GPU: VAR inside one attention kernel (prefill and decode)
+    if use_fused(query.device, query.shape[-1]):  # GPU: VAR inside one attention kernel (prefill and decode)
         allowed = None if attention_mask is None else allowed_keys(attention_mask, query.shape[2], key.shape[2],
                                                                    query.device)
         return fused_var_attention(query, key, value, allowed, scaling, plan, state.config), None

@@ -34,8 +34,11 @@ def triton_available() -> bool:
     return True
 
 
-def use_fused(device: torch.device) -> bool:
-    return device.type in FUSED_DEVICES and triton_available()
+MAX_HEAD_DIM = 256  # larger heads would not fit the kernel's three accumulators: the unfused route takes them
+
+
+def use_fused(device: torch.device, head_dim: int) -> bool:
+    return device.type in FUSED_DEVICES and head_dim <= MAX_HEAD_DIM and triton_available()
 
 
 def fused_var_attention(query, key, value, allowed, scaling, plan, config) -> torch.Tensor:
@@ -50,7 +53,8 @@ def fused_var_attention(query, key, value, allowed, scaling, plan, config) -> to
     kv_heads, num_keys = key.shape[1], key.shape[2]
     out = torch.empty(batch, num_queries, heads, head_dim, dtype=query.dtype, device=query.device)
     keys = key_flags(plan)
-    eligible = memoized(plan.call_memo, "eligible_uint8", lambda: plan.eligible_queries.to(torch.uint8))  # (B, Q)
+    eligible = memoized(plan.call_memo, f"eligible_uint8@{query.device}",
+                        lambda: plan.eligible_queries.to(torch.uint8))  # (B, Q)
     if allowed is None:
         mask, mask_strides = eligible, (0, 0, 0)  # unused pointer
     else:

@@ -7,6 +7,7 @@ each decoder layer computes phi on the hidden states entering that layer during 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,11 @@ class LayerPlan:
     layer_memo: dict | None = None
     call_memo: dict | None = None
     sliced: bool = False  # keys are a sliding window's tail, not the whole sequence: layer_memo does not apply
+
+    def to(self, device) -> LayerPlan:
+        """The plan on ``device`` (the memos stay shared: a layer stays on its device)."""
+        return dataclasses.replace(self, visual_keys=self.visual_keys.to(device), sink_keys=self.sink_keys.to(device),
+                                   eligible_queries=self.eligible_queries.to(device))
 
 
 class VARState:
