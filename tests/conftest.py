@@ -161,3 +161,15 @@ def tiny_processor(image_size: int = 28):
     return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=7,
                           vision_feature_select_strategy="default", image_token="<image>", chat_template=template,
                           num_additional_image_tokens=1)
+
+
+def force_fused_kernel(monkeypatch) -> list:
+    """Route the fast path through the Triton kernel on the test device; returns a list that grows per call."""
+    import vasink.attention as attention
+    import vasink.fused_attention as fused
+
+    monkeypatch.setattr(fused, "FUSED_DEVICES", (DEVICE.type,))
+    calls = []
+    original = fused.fused_var_attention
+    monkeypatch.setattr(attention, "fused_var_attention", lambda *a: calls.append(1) or original(*a))
+    return calls

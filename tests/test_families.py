@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICE
+from conftest import DEVICE, force_fused_kernel
 from families_fixtures import (BOS, FAMILIES, IMAGE, PAD, PROCESSORS, SINK_DIMS, VIDEO, Image, Planter,
                                planted_positions)
 from test_redistribute import loop_oracle
@@ -411,12 +411,7 @@ def test_fused_kernel_equals_reference(name, monkeypatch):
     """The GPU kernel (run by Triton's interpreter on CPU) on every family: prefill logits and every decode
     step's scores, sliding-window layers (Gemma 3, Mistral 3) and memoized key flags included."""
     pytest.importorskip("triton")
-    import vasink.attention as attention
-    import vasink.fused_attention as fused
-
-    monkeypatch.setattr(fused, "FUSED_DEVICES", (DEVICE.type,))
-    calls = []
-    monkeypatch.setattr(attention, "fused_var_attention", lambda *a: calls.append(1) or fused.fused_var_attention(*a))
+    calls = force_fused_kernel(monkeypatch)
     family = FAMILIES[name]
     model = model_of(name)
     planter = Planter(model, planted_positions())

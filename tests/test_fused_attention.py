@@ -6,7 +6,7 @@ with VASINK_TEST_DEVICE=cuda it is compiled and run on the GPU.
 
 import pytest
 import torch
-from conftest import DEVICE, SinkPlanter, batch_inputs, prompt_ids, tiny_llava
+from conftest import DEVICE, SinkPlanter, batch_inputs, force_fused_kernel, prompt_ids, tiny_llava
 from test_var_model import CONFIG, generate, logits
 
 import vasink
@@ -98,16 +98,11 @@ def test_fused_kernel_skips_samples_without_visual_sink():
 
 
 def test_model_fast_path_through_the_fused_kernel_equals_reference(monkeypatch):
-    monkeypatch.setattr(fused, "FUSED_DEVICES", (DEVICE.type,))
+    calls = force_fused_kernel(monkeypatch)
     model = tiny_llava()
     planter = SinkPlanter(model)
     inputs = batch_inputs([prompt_ids(), prompt_ids(images=2, suffix=(7, 8))])
     base = logits(model, inputs)
-    calls = []
-    original = fused.fused_var_attention
-    monkeypatch.setattr(fused, "fused_var_attention", lambda *a: calls.append(1) or original(*a))
-    import vasink.attention as attention
-    monkeypatch.setattr(attention, "fused_var_attention", fused.fused_var_attention)
     with vasink.var(model, CONFIG):
         fast = logits(model, inputs)
         fast_tokens = generate(model, inputs)
