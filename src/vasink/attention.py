@@ -65,31 +65,28 @@ def var_attention_forward(module: nn.Module, query, key, value, attention_mask, 
         out, _ = reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config)
         return out, None
     if query.device.type in KERNEL_LSE_DEVICES:  # the CPU flash kernel returns every row's log-sum-exp for free
-        out, lse = kernel_attention_with_lse(module, query, key, value, attention_mask, scaling)
+        out, lse = cpu_attention_with_lse(module, query, key, value, attention_mask, scaling)
     else:
         out, _ = stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
         lse = None
     return correct_eligible_rows(out, lse, query, key, value, attention_mask, scaling, plan, state.config), None
 
 
-def kernel_attention_with_lse(module, query, key, value, attention_mask, scaling):
+def cpu_attention_with_lse(module, query, key, value, attention_mask, scaling):
     """SDPA's CPU flash kernel called directly to keep its log-sum-exp: out (B, Q, H, hd), lse (B, H, Q)."""
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     num_queries, num_keys = query.shape[2], key.shape[2]
     if attention_mask is None and num_queries == num_keys:
-        out, lse = fused_attention_with_lse(query, key, value, None, scaling, is_causal=True)
+        out, lse = cpu_flash_attention_with_lse(query, key, value, None, scaling, is_causal=True)
     else:
         allowed = allowed_keys(attention_mask, num_queries, num_keys, query.device)
-        out, lse = fused_attention_with_lse(query, key, value, allowed, scaling)
+        out, lse = cpu_flash_attention_with_lse(query, key, value, allowed, scaling)
     return out.transpose(1, 2).contiguous(), lse
 
 
-def fused_attention_with_lse(query, key, value, allowed, scaling, is_causal=False):
-    """query (B, H, R, hd), key/value (B, H, K, hd), allowed bool (B, 1, R, K) or None -> out (B, H, R, hd), lse (B, H, R).
-
-    The CPU flash kernel (CUDA runs the fused Triton kernel instead; other devices the math route).
-    """
+def cpu_flash_attention_with_lse(query, key, value, allowed, scaling, is_causal=False):
+    """query (B, H, R, hd), key/value (B, H, K, hd), allowed bool (B, 1, R, K) or None -> out (B, H, R, hd), lse (B, H, R)."""
     mask = None if allowed is None else additive_mask(allowed, query.dtype)
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
         query, key, value, attn_mask=mask, is_causal=is_causal, scale=scaling)
@@ -183,7 +180,7 @@ def attention_with_lse(query, key, value, allowed, scaling):
     q = query.reshape(batch, kv_heads, groups * num_rows, head_dim)  # (B, Hkv, g*R, hd)
     rows_allowed = allowed.expand(batch, 1, num_rows, -1).repeat(1, 1, groups, 1)  # (B, 1, g*R, K)
     if query.device.type in KERNEL_LSE_DEVICES:
-        out, lse = fused_attention_with_lse(q, key, value, rows_allowed, scaling)
+        out, lse = cpu_flash_attention_with_lse(q, key, value, rows_allowed, scaling)
     else:  # bounded by ROW_CHUNK rows; a kernel that returns lse on this device would avoid the weights
         scores = torch.matmul(q, key.transpose(2, 3)) * scaling
         scores = scores.masked_fill(~rows_allowed, float("-inf"))

@@ -23,6 +23,7 @@ from .redistribute import RELEASED_CODE_EPS_PER_VISUAL_KEY
 
 FUSED_DEVICES = ("cuda",)  # devices where the fast path runs the fused kernel (when Triton imports)
 SINK_BIT, VISUAL_BIT = 1, 2  # key group flags, (B, K) uint8
+MAX_HEAD_DIM = 256  # larger heads would not fit the kernel's three accumulators: the unfused route takes them
 
 
 @functools.cache
@@ -32,9 +33,6 @@ def triton_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-MAX_HEAD_DIM = 256  # larger heads would not fit the kernel's three accumulators: the unfused route takes them
 
 
 def use_fused(device: torch.device, head_dim: int) -> bool:
