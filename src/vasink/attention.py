@@ -240,6 +240,10 @@ class KeyGroups:
         self.visual_sink = plan.visual_keys & plan.sink_keys
         self.nonsink_visual = plan.visual_keys & ~plan.sink_keys
         self.has_visual_sink = self.visual_sink.any(-1)  # (B,)
+        # The key span holding every non-sink visual key of the batch: the attention call over N reads only
+        # these columns (views, no copy), not the whole sequence. Empty N: one column, masked out.
+        columns = self.nonsink_visual.any(0).nonzero().flatten()
+        self.nonsink_span = (int(columns[0]), int(columns[-1]) + 1) if len(columns) else (0, 1)
         self.num_visual = plan.visual_keys.sum(-1).float()[:, None, None]  # (B, 1, 1)
         index, valid = eligible_row_index(plan.sink_keys)  # (B, nS) sink positions, padded with K
         self.sink_index = index.clamp_max(num_keys - 1)
@@ -259,8 +263,10 @@ def group_masses(q, keys: KeyGroups, allowed, scaling, lse=None):
     batch, _, num_rows, _ = q.shape
     if lse is None:
         _, lse = attention_with_lse(q, keys.key, keys.value, allowed, scaling)  # (B, H, R)
-    allowed_nonsink = allowed & keys.nonsink_visual[:, None, None, :]
-    nonsink_mean, lse_nonsink = attention_with_lse(q, keys.key, keys.value, allowed_nonsink, scaling)
+    lo, hi = keys.nonsink_span
+    allowed_nonsink = allowed[..., lo:hi] & keys.nonsink_visual[:, None, None, lo:hi]  # (B, 1, R, span)
+    nonsink_mean, lse_nonsink = attention_with_lse(q, keys.key[:, :, lo:hi], keys.value[:, :, lo:hi],
+                                                   allowed_nonsink, scaling)
     has_nonsink = allowed_nonsink.any(-1)  # (B, 1, R)
     nonsink_mass = torch.where(has_nonsink, torch.exp(lse_nonsink - lse), 0.0)
     nonsink_mean = torch.where(has_nonsink[..., None], nonsink_mean, 0.0)
