@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -240,14 +241,23 @@ def test_report_lists_changed_answers_and_counts_discordant_pairs(tmp_path, load
     assert "answers that changed" in (out / "report.md").read_text()
 
 
-def test_model_from_a_local_folder_loads_with_auto_classes(tmp_path, capsys):
+def test_model_from_a_local_folder_loads_with_auto_classes(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "tiny-llava"
     model = tiny_llava(num_layers=3)
     model.config.architectures = ["LlavaForConditionalGeneration"]
     model.save_pretrained(folder)
     tiny_processor().save_pretrained(folder)
+    import transformers
+
+    load_kwargs = {}
+    original = transformers.LlavaForConditionalGeneration.from_pretrained.__func__
+    monkeypatch.setattr(transformers.LlavaForConditionalGeneration, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: load_kwargs.update(k) or original(cls, *a, **k)))
     loaded_model = loading.load_model(str(folder), device="cpu")
     assert type(loaded_model.model).__name__ == "LlavaForConditionalGeneration"
+    if importlib.util.find_spec("accelerate"):  # weights placed on the device while loading, not moved after
+        assert load_kwargs["device_map"] == "cpu"
+    assert loaded_model.device.type == "cpu"
     assert loaded_model.processor.tokenizer.padding_side == "left"
     out = tmp_path / "run"
     assert main(["eval", "--model", str(folder), "--bench", "organism-pope", "--limit", "1", "--var", "off",

@@ -3,6 +3,7 @@ vasink supports (``vasink.supported_model_classes()``), with its processor and i
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +61,12 @@ def load_model(spec: str = "organism", device: str | None = None, dtype: str | N
         raise UnsupportedModelError(f"{spec}: model class {architectures or '(none in config.json)'} is not supported "
                                     f"by vasink; supported: {', '.join(supported)}")
     torch_dtype = dtype or ("float16" if str(device).startswith("cuda") else "float32")
-    model = getattr(transformers, cls_name).from_pretrained(spec, dtype=getattr(torch, torch_dtype),
-                                                            attn_implementation="sdpa")
+    load_kwargs = {"dtype": getattr(torch, torch_dtype), "attn_implementation": "sdpa"}
+    if importlib.util.find_spec("accelerate") is not None:  # weights go straight to the device, not via CPU RAM
+        load_kwargs["device_map"] = str(device)
+    model = getattr(transformers, cls_name).from_pretrained(spec, **load_kwargs)
+    if "device_map" not in load_kwargs:
+        model = model.to(device)
     processor = AutoProcessor.from_pretrained(spec)
     processor.tokenizer.padding_side = "left"
-    return LoadedModel(model.to(device).eval(), processor, spec, VARConfig())
+    return LoadedModel(model.eval(), processor, spec, VARConfig())
