@@ -280,3 +280,19 @@ def test_intervention_rule_replaces_var_on_the_reference_path(planted):
     assert attn[:, eligible][:, :, sinks].abs().max() == 0
     torch.testing.assert_close(attn[:, eligible].sum(-1), torch.ones(attn.shape[0], len(eligible), device=attn.device))
     assert attn[:, :eligible[0]][:, :, sinks].sum() > 0  # image rows untouched
+
+
+def test_decode_sink_masks_are_views_of_one_growing_buffer(planted):
+    """Decode steps see the prefill's sinks padded with non-sinks, without a new tensor per step."""
+    inputs = batch_inputs([prompt_ids()])
+    handle = vasink.enable(planted, CONFIG)
+    logits(planted, inputs)
+    state, length = handle.state, inputs["input_ids"].shape[1]
+    prefill = state.sinks[2]
+    assert prefill.any()
+    step1, step2 = state._sinks_over(2, length + 1), state._sinks_over(2, length + 2)
+    assert step1.data_ptr() == step2.data_ptr()  # same buffer, no copy
+    far = state._sinks_over(2, 3 * length)  # beyond the buffer: it grows, contents kept
+    for padded in (step2, far):
+        assert torch.equal(padded[:, :length], prefill) and not padded[:, length:].any()
+    handle.disable()

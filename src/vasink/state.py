@@ -63,6 +63,7 @@ class VARState:
         self.sinks: dict[int, torch.Tensor] = {}  # layer -> (B, T_prefill) bool
         self.phi: dict[int, torch.Tensor] = {}  # layer -> (B, T_prefill), only when record_phi
         self.layer_memos: dict[int, dict] = {}  # layer -> LayerPlan.layer_memo, for this generation
+        self.sink_buffers: dict[int, torch.Tensor] = {}  # layer -> (B, capacity) prefill sinks, zero-padded
         self.call_memo: dict = {}  # LayerPlan.call_memo of the current forward call
 
     # -- hooks -------------------------------------------------------------------------------------------
@@ -157,14 +158,27 @@ class VARState:
             return None
         if self.config.skip_layers_without_visual_sink and not self.has_visual_sink[layer_idx]:
             return None
-        sinks = self.sinks[layer_idx]
-        if sinks.shape[1] < visual.shape[1]:  # decode: new tokens are never sinks (prefill's sinks are reused)
-            sinks = torch.cat([sinks, sinks.new_zeros(sinks.shape[0], visual.shape[1] - sinks.shape[1])], dim=1)
+        sinks = self._sinks_over(layer_idx, visual.shape[1])
         # A sliding window slices the keys; whether the layer has a visual sink was judged at prefill.
         visual, sinks = visual[:, -num_keys:], sinks[:, -num_keys:]
         return LayerPlan(visual_keys=visual, sink_keys=sinks, eligible_queries=eligible,
                          layer_memo=self.layer_memos.setdefault(layer_idx, {}), call_memo=self.call_memo,
                          sliced=window_decode)
+
+
+    def _sinks_over(self, layer_idx: int, length: int) -> torch.Tensor:
+        """The layer's prefill sinks over ``length`` keys (B, length): decode tokens are never sinks.
+
+        Decode steps read a view of a zero-padded buffer that grows by doubling, not a new tensor per step."""
+        sinks = self.sinks[layer_idx]
+        if sinks.shape[1] >= length:
+            return sinks
+        buffer = self.sink_buffers.get(layer_idx)
+        if buffer is None or buffer.shape[1] < length:
+            buffer = sinks.new_zeros(sinks.shape[0], max(length, 2 * sinks.shape[1]))
+            buffer[:, :sinks.shape[1]] = sinks
+            self.sink_buffers[layer_idx] = buffer
+        return buffer[:, :length]
 
 
 def install_hooks(model: nn.Module, adapter: ModelAdapter, state: VARState) -> list:
