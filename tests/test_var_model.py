@@ -282,17 +282,23 @@ def test_intervention_rule_replaces_var_on_the_reference_path(planted):
     assert attn[:, :eligible[0]][:, :, sinks].sum() > 0  # image rows untouched
 
 
-def test_decode_sink_masks_are_views_of_one_growing_buffer(planted):
-    """Decode steps see the prefill's sinks padded with non-sinks, without a new tensor per step."""
+def test_decode_masks_are_views_of_one_growing_buffer(planted):
+    """Decode steps see the prefill's sink and visual masks padded with False, without a new tensor per step."""
+    from vasink.state import PrefillMask
+
     inputs = batch_inputs([prompt_ids()])
     handle = vasink.enable(planted, CONFIG)
-    logits(planted, inputs)
+    with torch.no_grad():
+        planted.generate(**inputs, max_new_tokens=3, do_sample=False)
     state, length = handle.state, inputs["input_ids"].shape[1]
-    prefill = state.sinks[2]
-    assert prefill.any()
-    step1, step2 = state._sinks_over(2, length + 1), state._sinks_over(2, length + 2)
-    assert step1.data_ptr() == step2.data_ptr()  # same buffer, no copy
-    far = state._sinks_over(2, 3 * length)  # beyond the buffer: it grows, contents kept
-    for padded in (step2, far):
-        assert torch.equal(padded[:, :length], prefill) and not padded[:, length:].any()
+    assert state.num_keys == length + 2  # the last generated token is never fed back
+    assert torch.equal(state.visual_keys[:, :length], (inputs["input_ids"] == IMAGE_TOKEN))
+    assert not state.visual_keys[:, length:].any()
     handle.disable()
+
+    mask = PrefillMask(torch.tensor([[True, False, True]]))
+    step1, step2 = mask.over(4), mask.over(5)
+    assert step1.data_ptr() == step2.data_ptr()  # same buffer, no copy
+    far = mask.over(9)  # beyond the buffer: it grows, contents kept
+    for padded in (step2, far):
+        assert torch.equal(padded[:, :3], mask.prefill) and not padded[:, 3:].any()

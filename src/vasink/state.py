@@ -38,6 +38,24 @@ class LayerPlan:
                                    eligible_queries=self.eligible_queries.to(device))
 
 
+class PrefillMask:
+    """A (B, T) bool mask fixed at prefill, read over a longer sequence: later (decoded) positions are False.
+
+    ``over(length)`` returns a view of one zero-padded buffer that doubles when outgrown, so a decode step
+    makes no new tensor."""
+
+    def __init__(self, prefill: torch.Tensor):
+        self.prefill = prefill  # (B, T)
+        self._buffer = prefill
+
+    def over(self, length: int) -> torch.Tensor:
+        if length > self._buffer.shape[1]:
+            buffer = self.prefill.new_zeros(self.prefill.shape[0], max(length, 2 * self._buffer.shape[1]))
+            buffer[:, :self.prefill.shape[1]] = self.prefill
+            self._buffer = buffer
+        return self._buffer[:, :length]
+
+
 class VARState:
     def __init__(self, model: nn.Module, adapter: ModelAdapter, config: VARConfig, sink_dims: tuple[int, ...],
                  record_phi: bool = False, original_implementation: str = "sdpa", intervention=None):
@@ -55,15 +73,19 @@ class VARState:
 
     def reset(self) -> None:
         self.phase = "idle"
-        self.visual_keys: torch.Tensor | None = None  # (B, K) over every position seen in this sequence
-        self.valid_keys: torch.Tensor | None = None  # (B, K) False on padding
+        self.num_keys = 0  # positions seen in this sequence (prefill + decoded)
+        self.visual: PrefillMask | None = None  # visual keys; decoded tokens are never visual
+        self.valid_keys: torch.Tensor | None = None  # (B, T_prefill) False on padding
         self.eligible_queries: torch.Tensor | None = None  # (B, Q) of the current call
-        self.any_eligible = False  # eligible_queries.any(), read once per call rather than once per layer
+        # Whether this call has eligible queries, known without a device sync per decode step: at prefill
+        # eligible_queries.any(); at decode, whether the prompt had a visual token (new tokens are eligible).
+        self.any_eligible = False
+        self.any_visual = False
         self.has_visual_sink: dict[int, bool] = {}  # layer -> any visual sink in the batch, fixed at prefill
         self.sinks: dict[int, torch.Tensor] = {}  # layer -> (B, T_prefill) bool
         self.phi: dict[int, torch.Tensor] = {}  # layer -> (B, T_prefill), only when record_phi
         self.layer_memos: dict[int, dict] = {}  # layer -> LayerPlan.layer_memo, for this generation
-        self.sink_buffers: dict[int, torch.Tensor] = {}  # layer -> (B, capacity) prefill sinks, zero-padded
+        self.sink_masks: dict[int, PrefillMask] = {}  # layer -> its sinks over the growing sequence
         self.call_memo: dict = {}  # LayerPlan.call_memo of the current forward call
 
     # -- hooks -------------------------------------------------------------------------------------------
@@ -100,28 +122,28 @@ class VARState:
         valid = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 \
             else torch.ones_like(visual)
         after_first_image = placeholder.long().cumsum(-1) > 0
-        self.visual_keys = visual & valid
+        self.num_keys = input_ids.shape[1]
+        self.visual = PrefillMask(visual & valid)
         self.valid_keys = valid
         # Eligible queries at prefill: real, non-placeholder tokens after the first visual token.
         self.eligible_queries = after_first_image & ~placeholder & valid
         self.any_eligible = bool(self.eligible_queries.any())
+        self.any_visual = bool(self.visual.prefill.any())
 
     def _begin_decode(self, batch: int, new: int, past: int, attention_mask, device) -> None:
-        if self.visual_keys is None or self.visual_keys.shape[1] != past:
+        if self.visual is None or self.num_keys != past:
             raise RuntimeError(
                 f"vasink saw a decode step over {past} cached tokens but no matching prefill "
-                f"(last prefill covered {None if self.visual_keys is None else self.visual_keys.shape[1]} tokens); "
+                f"(the sequence so far has {self.num_keys if self.visual is not None else None} tokens); "
                 "enable VAR before the first forward of a generation"
             )
         self.phase = "decode"
-        pad = torch.zeros(batch, new, dtype=torch.bool, device=device)
-        self.visual_keys = torch.cat([self.visual_keys, pad], dim=1)
+        self.num_keys = past + new
         if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[1] == past + new:
-            self.valid_keys = attention_mask.bool()
+            self.eligible_queries = attention_mask[:, past:].bool()  # (B, new): real new tokens
         else:
-            self.valid_keys = torch.cat([self.valid_keys, ~pad], dim=1)
-        self.eligible_queries = self.valid_keys[:, past:]
-        self.any_eligible = bool(self.eligible_queries.any())
+            self.eligible_queries = torch.ones(batch, new, dtype=torch.bool, device=device)
+        self.any_eligible = self.any_visual
 
     def on_layer_input(self, layer_idx: int, hidden_states: torch.Tensor) -> None:
         if self.phase != "prefill":
@@ -136,49 +158,39 @@ class VARState:
             )
         phi = sink_dimension_value(hidden_states, self.sink_dims)  # (B, T)
         self.sinks[layer_idx] = (phi > self.config.tau) & self.valid_keys
-        self.has_visual_sink[layer_idx] = bool((self.sinks[layer_idx] & self.visual_keys).any())
+        self.has_visual_sink[layer_idx] = bool((self.sinks[layer_idx] & self.visual.prefill).any())
         if self.record_phi:
             self.phi[layer_idx] = phi
 
     # -- what the attention function asks --------------------------------------------------------------
 
+    @property
+    def visual_keys(self) -> torch.Tensor | None:
+        """(B, K) over every position seen in this sequence."""
+        return None if self.visual is None else self.visual.over(self.num_keys)
+
     def plan(self, layer_idx: int, num_queries: int, num_keys: int) -> LayerPlan | None:
         """The VAR plan for this layer and call, or None when VAR leaves the layer untouched."""
-        if layer_idx not in self.modified_layers or layer_idx not in self.sinks:
+        if layer_idx not in self.modified_layers or layer_idx not in self.sinks or self.visual is None:
             return None
-        if self.visual_keys is None:
-            return None
-        visual = self.visual_keys
         # A sliding-window cache layer (Gemma 3, Mistral) hands a decode step only the last num_keys keys.
-        window_decode = self.phase == "decode" and num_keys < visual.shape[1]
-        if visual.shape[1] != num_keys and not window_decode:
+        window_decode = self.phase == "decode" and num_keys < self.num_keys
+        if num_keys != self.num_keys and not window_decode:
             return None  # a call the hooks did not see (e.g. a bare decoder forward): leave it as is
         eligible = self.eligible_queries
         if eligible is None or eligible.shape[1] != num_queries or not self.any_eligible:
             return None
         if self.config.skip_layers_without_visual_sink and not self.has_visual_sink[layer_idx]:
             return None
-        sinks = self._sinks_over(layer_idx, visual.shape[1])
+        if layer_idx not in self.sink_masks:
+            self.sink_masks[layer_idx] = PrefillMask(self.sinks[layer_idx])
         # A sliding window slices the keys; whether the layer has a visual sink was judged at prefill.
-        visual, sinks = visual[:, -num_keys:], sinks[:, -num_keys:]
+        start = self.num_keys - num_keys
+        visual = self.visual.over(self.num_keys)[:, start:]
+        sinks = self.sink_masks[layer_idx].over(self.num_keys)[:, start:]
         return LayerPlan(visual_keys=visual, sink_keys=sinks, eligible_queries=eligible,
                          layer_memo=self.layer_memos.setdefault(layer_idx, {}), call_memo=self.call_memo,
                          sliced=window_decode)
-
-
-    def _sinks_over(self, layer_idx: int, length: int) -> torch.Tensor:
-        """The layer's prefill sinks over ``length`` keys (B, length): decode tokens are never sinks.
-
-        Decode steps read a view of a zero-padded buffer that grows by doubling, not a new tensor per step."""
-        sinks = self.sinks[layer_idx]
-        if sinks.shape[1] >= length:
-            return sinks
-        buffer = self.sink_buffers.get(layer_idx)
-        if buffer is None or buffer.shape[1] < length:
-            buffer = sinks.new_zeros(sinks.shape[0], max(length, 2 * sinks.shape[1]))
-            buffer[:, :sinks.shape[1]] = sinks
-            self.sink_buffers[layer_idx] = buffer
-        return buffer[:, :length]
 
 
 def install_hooks(model: nn.Module, adapter: ModelAdapter, state: VARState) -> list:
