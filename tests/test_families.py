@@ -430,3 +430,20 @@ def test_fused_kernel_equals_reference(name, monkeypatch):
     torch.testing.assert_close(fast[real], reference[real], rtol=1e-5, atol=1e-5)
     assert torch.equal(fast_steps[0], reference_steps[0])
     torch.testing.assert_close(fast_steps[1], reference_steps[1], rtol=1e-4, atol=1e-4)
+
+
+def test_analysis_capture_reads_the_token_layout_var_uses():
+    """LLaVA-NeXT's image-newline placeholders are neither visual keys nor query rows, in VAR and in analysis."""
+    from vasink.analysis import capture_forward
+
+    model = model_of("llava_next")
+    inputs = FAMILIES["llava_next"].inputs(model, [[BOS, 5, Image(1), 7, 8, 9]])
+    handle = vasink.enable(model, CONFIG)
+    logits(model, inputs)
+    var_eligible, var_visual = handle.state.eligible_queries[0].cpu(), handle.state.visual_keys[0].cpu()
+    handle.disable()
+    capture = capture_forward(model, inputs, CONFIG)
+    newlines = newline_positions(model, inputs)[0].cpu()
+    assert newlines.any()
+    assert torch.equal(capture.eligible, var_eligible) and torch.equal(capture.visual, var_visual)
+    assert not torch.isin(capture.query_positions, newlines.nonzero().flatten()).any()

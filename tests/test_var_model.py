@@ -197,6 +197,22 @@ def test_enable_twice_replaces_config_and_context_restores(planted):
     assert torch.equal(logits(planted, inputs), base)
 
 
+def test_disable_inside_a_var_block_stays_off_and_bad_config_changes_nothing(planted):
+    inputs = batch_inputs([prompt_ids()])
+    base = logits(planted, inputs)
+    handle = vasink.enable(planted, CONFIG)
+    with_var = logits(planted, inputs)
+    with pytest.raises(ValueError, match="out of range"):
+        vasink.enable(planted, CONFIG.replace(sink_dims=(64,)))
+    assert handle.active and torch.equal(logits(planted, inputs), with_var)  # still on, as configured
+    with vasink.var(planted, CONFIG.replace(p=0.9)):
+        vasink.disable(planted)
+    assert not handle.active and torch.equal(logits(planted, inputs), base)
+    again = vasink.enable(planted, CONFIG)  # enable works again, and disable reaches the new handle
+    vasink.disable(planted)
+    assert not again.active and torch.equal(logits(planted, inputs), base)
+
+
 def test_half_precision_runs_and_agrees():
     model = tiny_llava().to(torch.bfloat16)
     planter = SinkPlanter(model)

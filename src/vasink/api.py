@@ -55,11 +55,14 @@ class VARHandle:
     def config(self) -> VARConfig:
         return self.state.config
 
-    def _attach(self, config: VARConfig) -> None:
+    def _sink_dims(self, config: VARConfig) -> tuple[int, ...]:
+        """Validate ``config`` for this model (before anything changes) and resolve its sink dims."""
         if not isinstance(config, VARConfig):
             raise TypeError(f"config must be a vasink.VARConfig, got {type(config).__name__}")
-        text_config = self.adapter.text_config(self.model)
-        sink_dims = resolve_sink_dims(config.sink_dims, text_config)
+        return resolve_sink_dims(config.sink_dims, self.adapter.text_config(self.model))
+
+    def _attach(self, config: VARConfig, sink_dims: tuple[int, ...] | None = None) -> None:
+        sink_dims = sink_dims if sink_dims is not None else self._sink_dims(config)
         state = VARState(self.model, self.adapter, config, sink_dims,
                          original_implementation=self.original_implementation, intervention=self.intervention)
         self.state = state
@@ -69,6 +72,7 @@ class VARHandle:
         attention.register()
         self.adapter.set_text_attention(self.model, attention.ATTENTION_NAME)
         self.active = True
+        setattr(self.model, HANDLE_ATTR, self)  # the model's active handle, for enable / disable / var
 
     def _detach(self) -> None:
         for hook in self._hooks:
@@ -79,20 +83,21 @@ class VARHandle:
                 delattr(module, attention.STATE_ATTR)
         self.adapter.set_text_attention(self.model, self.original_implementation)
         self.active = False
+        if getattr(self.model, HANDLE_ATTR, None) is self:
+            delattr(self.model, HANDLE_ATTR)
 
     def reconfigure(self, config: VARConfig, intervention=None) -> "VARHandle":
-        self._detach()
+        sink_dims = self._sink_dims(config)  # a bad config raises here, with VAR still as it was
+        if self.active:
+            self._detach()
         self.intervention = intervention
-        self._attach(config)
+        self._attach(config, sink_dims)
         return self
 
     def disable(self) -> None:
         """Restore the model's original attention implementation and remove every hook."""
-        if not self.active:
-            return
-        self._detach()
-        if getattr(self.model, HANDLE_ATTR, None) is self:
-            delattr(self.model, HANDLE_ATTR)
+        if self.active:
+            self._detach()
 
     def last_sinks(self) -> dict[int, torch.Tensor]:
         """Sink masks (B, T) per modified layer found at the last prefill."""
@@ -112,9 +117,7 @@ def enable(model: nn.Module, config: VARConfig | None = None, *, intervention=No
     existing = getattr(model, HANDLE_ATTR, None)
     if existing is not None and existing.active:
         return existing.reconfigure(config, intervention)
-    handle = VARHandle(model, config, intervention)
-    setattr(model, HANDLE_ATTR, handle)
-    return handle
+    return VARHandle(model, config, intervention)
 
 
 def disable(model: nn.Module) -> None:
@@ -133,7 +136,9 @@ def var(model: nn.Module, config: VARConfig | None = None, *, intervention=None)
     try:
         yield handle
     finally:
-        if restore is not None:
+        if not handle.active:
+            pass  # the block switched VAR off itself: leave it off
+        elif restore is not None:
             handle.reconfigure(*restore)
         else:
             handle.disable()

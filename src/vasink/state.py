@@ -38,6 +38,27 @@ class LayerPlan:
                                    eligible_queries=self.eligible_queries.to(device))
 
 
+@dataclass
+class TokenLayout:
+    """Which prompt tokens VAR treats how; every mask (B, T) bool."""
+
+    visual: torch.Tensor  # V: image tokens (real ones, not padding)
+    placeholder: torch.Tensor  # every token the vision features replace (V plus e.g. LLaVA-NeXT's newlines)
+    valid: torch.Tensor  # not padding
+    eligible: torch.Tensor  # VAR's query rows: real, non-placeholder tokens after the first visual token
+
+
+def token_layout(adapter: ModelAdapter, model: nn.Module, input_ids: torch.Tensor, attention_mask, inputs: dict):
+    """The prompt's :class:`TokenLayout` (``inputs``: the model's other inputs: image sizes, grids, ...)."""
+    visual = adapter.visual_mask(model, input_ids, **inputs)  # (B, T)
+    placeholder = adapter.placeholder_mask(model, input_ids, **inputs) | visual
+    valid = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 \
+        else torch.ones_like(visual)
+    after_first_image = placeholder.long().cumsum(-1) > 0
+    return TokenLayout(visual=visual & valid, placeholder=placeholder, valid=valid,
+                       eligible=after_first_image & ~placeholder & valid)
+
+
 class PrefillMask:
     """A (B, T) bool mask fixed at prefill, read over a longer sequence: later (decoded) positions are False.
 
@@ -116,17 +137,11 @@ class VARState:
     def _begin_prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, inputs: dict) -> None:
         self.reset()
         self.phase = "prefill"
-        visual = self.adapter.visual_mask(self.model, input_ids, **inputs)  # (B, T)
-        # Placeholders: every token the vision features replace (V plus e.g. LLaVA-NeXT's newline embeddings).
-        placeholder = self.adapter.placeholder_mask(self.model, input_ids, **inputs) | visual
-        valid = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 \
-            else torch.ones_like(visual)
-        after_first_image = placeholder.long().cumsum(-1) > 0
+        layout = token_layout(self.adapter, self.model, input_ids, attention_mask, inputs)
         self.num_keys = input_ids.shape[1]
-        self.visual = PrefillMask(visual & valid)
-        self.valid_keys = valid
-        # Eligible queries at prefill: real, non-placeholder tokens after the first visual token.
-        self.eligible_queries = after_first_image & ~placeholder & valid
+        self.visual = PrefillMask(layout.visual)
+        self.valid_keys = layout.valid
+        self.eligible_queries = layout.eligible
         self.any_eligible = bool(self.eligible_queries.any())
         self.any_visual = bool(self.visual.prefill.any())
 

@@ -24,6 +24,7 @@ from ..api import var
 from ..config import FIRST_SEARCHED_LAYER, VARConfig
 from ..models import adapter_for, split_inputs
 from ..sinks import dimension_ratios, resolve_sink_dims, sink_dimension_value
+from ..state import token_layout
 
 
 @dataclass
@@ -32,14 +33,14 @@ class Capture:
 
     input_ids: torch.Tensor  # (T,)
     visual: torch.Tensor  # (T,) bool: image placeholder tokens
-    eligible: torch.Tensor  # (T,) bool: non-visual tokens after the first visual token (VAR's query rows)
+    eligible: torch.Tensor  # (T,) bool: VAR's query rows (text tokens after the first visual token)
     sink_dims: tuple[int, ...]
     tau: float
     phi: torch.Tensor  # (L, T) float32, on the hidden state entering each layer
     sinks: torch.Tensor  # (L, T) bool: phi > tau; all False in layers 0 and 1 (never searched, SPEC §2)
     first_token_ratio: torch.Tensor  # (L, D): |x_d| / RMS(x) of the first token entering each layer
     median_token_ratio: torch.Tensor  # (L, D): the median of the same over the other tokens
-    query_positions: torch.Tensor  # (R,) long: the rows kept in ``weights`` (every non-visual token)
+    query_positions: torch.Tensor  # (R,) long: the rows kept in ``weights`` (every text token)
     weights: torch.Tensor | None  # (L, H, R, K) float32 attention rows of ``query_positions``
     value_gram: torch.Tensor | None  # (L, K, H, H): <W_O^h v^h_j, W_O^g v^g_j> per key token j
 
@@ -93,11 +94,11 @@ def eager_attention(model: nn.Module):
     if current == attention.ATTENTION_NAME:
         raise RuntimeError("VAR is enabled on this model; analysis runs on the model as loaded: "
                            "call vasink.disable(model) first")
-    model.set_attn_implementation({adapter.text_config_key: "eager"})
+    adapter.set_text_attention(model, "eager")
     try:
         yield model
     finally:
-        model.set_attn_implementation({adapter.text_config_key: current})
+        adapter.set_text_attention(model, current)
 
 
 @torch.no_grad()
@@ -116,9 +117,9 @@ def capture_forward(model: nn.Module, inputs, config: VARConfig, *, var_on: bool
     sink_dims = resolve_sink_dims(config.sink_dims, adapter.text_config(model))
     layers = adapter.decoder_layers(model)
     attention_modules = adapter.attention_modules(model)
-    visual = adapter.visual_mask(model, input_ids, **extra_inputs)[0].cpu()  # (T,)
-    eligible = (visual.long().cumsum(-1) > 0) & ~visual
-    query_positions = (~visual).nonzero().flatten()
+    layout = token_layout(adapter, model, input_ids, extra_inputs.get("attention_mask"), extra_inputs)
+    visual, eligible = layout.visual[0].cpu(), layout.eligible[0].cpu()  # (T,): the layout VAR itself uses
+    query_positions = (~layout.placeholder[0].cpu()).nonzero().flatten()  # text tokens (image newlines excluded)
     query_index = query_positions.to(input_ids.device)
 
     phi, first_ratio, median_ratio, rows, grams = {}, {}, {}, {}, {}
