@@ -282,3 +282,37 @@ def test_hub_dataset_that_cannot_load_names_it_and_the_way_out(monkeypatch, tmp_
     answers.write_text(json.dumps({"question_id": "1", "text": "yes"}) + "\n")
     assert main(["score", "--bench", "pope", "--answers", str(answers), "--data", "someone/pope-copy"]) == 2
     assert "could not load the hub dataset 'someone/pope-copy'" in capsys.readouterr().err
+
+
+def test_answers_made_by_llavas_scripts_match_their_samples(tmp_path):
+    """LLaVA's answer files name MME questions by image id + prompt, MMBench by index + round, MMVP unpadded."""
+    from vasink.eval.score import score_answers
+
+    def answers(name, lines):
+        path = tmp_path / f"{name}-answers.jsonl"
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        return path
+
+    suffix = "\nAnswer the question using a single word or phrase."
+    mme = answers("mme", [
+        {"question_id": "color/000000006723.jpg", "prompt": "Is the car red? Please answer yes or no." + suffix,
+         "text": "Yes"},
+        {"question_id": "color/000000006723.jpg", "prompt": "Is the car blue? Please answer yes or no." + suffix,
+         "text": "Yes"},
+        {"question_id": "code_reasoning/0020.png", "prompt": "Is the output 3? Please answer yes or no." + suffix,
+         "text": "No"}])
+    result = score_answers("mme", mme, str(fx.write_parquet(tmp_path / "mme.parquet", fx.rows_for("mme"))))
+    # MME points: color 50 (acc 50 + acc+ 0: one of the image's two answers wrong), code_reasoning 200
+    assert result["n"] == 3 and result["metrics"]["overall"]["color"] == 50.0
+    assert result["metrics"]["overall"]["code_reasoning"] == 200.0
+
+    mmbench = answers("mmbench", [{"question_id": 241, "round_idx": r, "text": t}
+                                  for r, t in enumerate(["A", "B", "B"])])  # rotated: right, right, wrong
+    data = str(fx.write_parquet(tmp_path / "mmbench.parquet", fx.rows_for("mmbench")))
+    result = score_answers("mmbench", mmbench, data)
+    assert result["n"] == 3 and result["metrics"]["overall"]["circular_accuracy"] == 0.0
+    assert result["metrics"]["overall"]["accuracy"] == pytest.approx(2 / 3)
+
+    mmvp = answers("mmvp", [{"question_id": 1, "text": "(a)"}, {"question_id": 2, "text": "(b)"}])
+    result = score_answers("mmvp", mmvp, str(fx.write_parquet(tmp_path / "mmvp.parquet", fx.rows_for("mmvp"))))
+    assert result["n"] == 2

@@ -44,6 +44,7 @@ class Sample:
     image_id: str = ""  # shown in the list of changed answers
     question: str = ""  # the bare question (for the report)
     meta: dict = field(default_factory=dict)  # extra per-sample facts the scorer needs (JSON-serialisable)
+    source_id: str = ""  # the dataset's own question id where ``id`` differs (answer files made elsewhere use it)
 
     @property
     def prompt_hash(self) -> str:
@@ -130,6 +131,10 @@ class Benchmark:
 
     def sample_from_row(self, row) -> Sample:
         raise NotImplementedError
+
+    def answer_key(self, answer: dict) -> str:
+        """The sample id (or source id) an answer line made elsewhere (LLaVA's eval scripts) refers to."""
+        return str(answer["question_id"] if "question_id" in answer else answer["id"])
 
     def make_prompt(self, question: str) -> str:
         """The question with the benchmark's suffix (not doubled when a LLaVA question file has it already)."""

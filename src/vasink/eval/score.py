@@ -1,12 +1,14 @@
 """``vasink score``: score an answers file made elsewhere (e.g. by LLaVA's eval scripts).
 
 Answers are JSONL: LLaVA's format (``question_id``, ``text``) or vasink's records (``id``, ``raw``). Each
-answer is matched to the benchmark's sample with that id, or with that dataset question id.
+answer is matched to the benchmark's sample with that id, or with the dataset's own question id
+(``Benchmark.answer_key``: MME adds the question, MMBench the round).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from .data import DatasetRowError
@@ -15,7 +17,8 @@ from .report import arm_metrics
 from .runner import make_record
 
 
-def read_answers(path: Path) -> list[tuple[str, str]]:
+def read_answers(path: Path) -> list[tuple[dict, str]]:
+    """(answer line, answer text) per line of a JSONL answers file."""
     out = []
     for i, line in enumerate(Path(path).read_text().splitlines()):
         if not line.strip():
@@ -24,12 +27,11 @@ def read_answers(path: Path) -> list[tuple[str, str]]:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise DatasetRowError(f"{path}: row {i}: not valid JSON ({error.msg})") from None
-        key = next((k for k in ("question_id", "id") if k in row), None)
         text = next((row[k] for k in ("text", "raw", "answer", "prediction") if k in row), None)
-        if key is None or not isinstance(text, str):
+        if not ("question_id" in row or "id" in row) or not isinstance(text, str):
             raise DatasetRowError(f"{path}: row {i}: field 'question_id' (or 'id') and a text field 'text' "
                                   f"(or 'raw', 'answer', 'prediction') are needed")
-        out.append((str(row[key]), text))
+        out.append((row, text))
     return out
 
 
@@ -38,13 +40,13 @@ def score_answers(bench_spec: str, answers: str | Path, data: str | None = None,
     bench = get_benchmark(name)
     bench.judge_check()
     samples = bench.load(data, subset, None, images)
-    by_id = {s.id: s for s in samples}
-    by_source: dict[str, list] = {}
-    for s in samples:  # dataset question ids inside vasink's ids ("random-123" -> "123")
-        by_source.setdefault(s.id.rsplit("-", 1)[-1].split("/")[-1], []).append(s)
+    source_counts = Counter(s.source_id for s in samples if s.source_id)
+    by_key = {s.source_id: s for s in samples if s.source_id and source_counts[s.source_id] == 1}
+    by_key.update({s.id: s for s in samples})
     records, unknown = [], []
-    for key, text in read_answers(Path(answers)):
-        sample = by_id.get(key) or (by_source[key][0] if len(by_source.get(key, [])) == 1 else None)
+    for row, text in read_answers(Path(answers)):
+        key = bench.answer_key(row)
+        sample = by_key.get(key)
         if sample is None:
             unknown.append(key)
             continue

@@ -50,6 +50,10 @@ class MMBench(ChoiceScoring, Benchmark):
                                   meta={"choices": rotated}))
         return samples
 
+    def answer_key(self, answer: dict) -> str:
+        """LLaVA's MMBench answers: the row's index and the round (round r = options rotated by r, as here)."""
+        return f"{super().answer_key(answer)}-r{int(answer.get('round_idx', 0))}"
+
     def unit_of(self, record) -> str:
         return record["image_id"]
 

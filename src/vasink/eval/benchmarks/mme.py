@@ -42,7 +42,15 @@ class MME(Benchmark):
         image_id = question_id if "/" in question_id else row.text("image", default=question_id)
         return Sample(id=f"{category}/{question_id}/{hash_text(question)}", prompt=self.make_prompt(question),
                       target=answer, image=row.image("image"), subset=category, image_id=str(image_id),
-                      question=question, meta={"category": category})
+                      question=question, meta={"category": category},
+                      source_id=f"{question_id}|{question.strip()}")  # two questions per image share an id
+
+    def answer_key(self, answer: dict) -> str:
+        """LLaVA's MME answers: the image's question_id and the prompt (question + suffix) tell the pair apart."""
+        prompt = str(answer.get("prompt", "")).strip()
+        if prompt.endswith(self.prompt_suffix.strip()):
+            prompt = prompt[:-len(self.prompt_suffix.strip())].strip()
+        return f"{super().answer_key(answer)}|{prompt}"
 
     def score(self, target, answer, meta) -> Score:
         parsed = mme_answer(answer)

@@ -40,7 +40,8 @@ class MMVP(Benchmark):
             raise row.error("Correct Answer", "should be an option letter such as '(a)'")
         image = row.image("image") if row.has("image") else row._path(f"{index}.jpg")
         return Sample(id=f"{index:03d}", prompt=self.make_prompt(text), target=letter, image=image,
-                      image_id=str(index), question=text, meta={"choices": choices, "pair": (index - 1) // 2})
+                      image_id=str(index), question=text, meta={"choices": choices, "pair": (index - 1) // 2},
+                      source_id=str(index))
 
     def score(self, target, answer, meta) -> Score:
         letter = option_letter(answer, "AB", choices=meta["choices"])

@@ -59,7 +59,8 @@ class Pope(PopeScoring, Benchmark):
         question = row.text("question", "text")
         image_id = row.text("image_source", default="") or _path_name(row.get("image", default=""))
         return Sample(id=f"{split}-{row.text('question_id')}", prompt=self.make_prompt(question), target=answer,
-                      image=row.image("image"), subset=split, image_id=str(image_id), question=question)
+                      image=row.image("image"), subset=split, image_id=str(image_id), question=question,
+                      source_id=row.text("question_id"))
 
 
 def _path_name(value) -> str:
