@@ -327,3 +327,19 @@ def test_ablations_reuse_base_answers_from_eval_records(setup, tmp_path):
                       base_records=records, echo=lambda s: None)
     answers = [r["answers"]["base"] for r in json.loads((tmp_path / "out" / "numbers.json").read_text())["records"]]
     assert answers[0] == "w30 reused" and answers[1] != "w30 reused"
+
+
+def test_ablation_findings_cover_only_the_conditions_that_ran():
+    from vasink.analysis.findings import ablation_findings
+
+    def entry(accuracy, low, high):
+        return {"accuracy": accuracy, "delta": accuracy - 0.6, "ci95": [low, high], "n": 10}
+
+    summary = {"base": entry(0.6, 0, 0), "mask-visual-sinks": entry(0.6, -0.01, 0.01)}
+    records = [{"visual_sink_layers": [2]}]
+    lines = ablation_findings({"summary": summary, "records": records, "modified_layers": [2],
+                               "residual": {"classes": ["BOS", "text", "visual sink", "visual non-sink"],
+                                            "contribution_per_attention": [[1.0, 2.0, 0.5, 2.0]] * 3}})
+    assert lines[0].startswith("Base accuracy 0.600 on 10 samples (1 with a visual sink")
+    assert any("leaves accuracy about unchanged" in line for line in lines)
+    assert not any("random image tokens" in line or "all heads" in line for line in lines)

@@ -76,23 +76,16 @@ def _bench_options(parser) -> None:
 
 def _load(args):
     from .analysis.samples import load_model
+    from .config import VARConfig
 
     model, processor, config = load_model(args.model, device=args.device)
     if config is None:
         if not (args.sink_dims and args.tau):
             raise FileNotFoundError("the organism checkpoint has no measured sink dims (checkpoint/vasink.json): "
                                     "pass --sink-dims and --tau")
-        from .config import VARConfig
-
         config = VARConfig()
-    overrides = {k: v for k, v in (("tau", args.tau), ("p", args.p)) if v is not None}
-    if args.sink_dims:
-        overrides["sink_dims"] = tuple(args.sink_dims)
-    if args.preset:
-        from .config import PRESETS
-
-        overrides.update(PRESETS[args.preset])
-    return model, processor, config.replace(**overrides)
+    return model, processor, config.with_preset(args.preset, tau=args.tau, p=args.p,
+                                                sink_dims=tuple(args.sink_dims) if args.sink_dims else None)
 
 
 def _image_and_question(args):

@@ -55,6 +55,14 @@ class VARConfig:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
+    def with_preset(self, name: str | None, **overrides) -> "VARConfig":
+        """This config with preset ``name``'s values (None: none), then the ``overrides`` that are not None on top
+        (command-line flags left unset)."""
+        if name is not None and name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return self.replace(**{**(PRESETS[name] if name else {}), **given})
+
     def replace(self, **changes) -> "VARConfig":
         return dataclasses.replace(self, **changes)
 

@@ -79,23 +79,27 @@ def ablation_findings(ablate: dict) -> list[str]:
                 f"- Ablations: {_verdict(None)} — none of the {n} samples has a visual sink in a layer VAR may "
                 "modify, so no rule acts."] + residual_findings(ablate)
     base = summary["base"]["accuracy"]
-    sink, random_mask = summary["mask-visual-sinks"], summary.get("mask-random-visual/mean") or next(
-        v for k, v in summary.items() if k.startswith("mask-random-visual"))
-    sink_harmless = sink["ci95"][0] > -0.02
-    random_hurts = random_mask["ci95"][1] < 0
-    out = [f"Base accuracy {base:.3f} on {n} samples ({touched} with a visual sink where the rules act).",
-           f"- Masking text-to-visual-sink attention leaves accuracy about unchanged: {_verdict(sink_harmless)} — "
-           f"{show('mask-visual-sinks')} (verdict: CI lower end above -0.02).",
-           f"- Masking as many random image tokens lowers it: {_verdict(random_hurts)} — mean over seeds "
-           f"{random_mask['accuracy']:.3f} ({random_mask['delta']:+.3f}, CI [{random_mask['ci95'][0]:+.3f}, "
-           f"{random_mask['ci95'][1]:+.3f}]) (verdict: CI upper end below 0)."]
-    all_heads = summary["var-all-heads"]
-    out.append(f"- VAR on all heads (no head test) hurts: {_verdict(all_heads['ci95'][1] < 0)} — "
-               f"{show('var-all-heads')}.")
-    text, visual = summary["budget-text"], summary["budget-visual"]
-    out.append(f"- Giving the budget to text tokens only is worse than the base: {_verdict(text['ci95'][1] < 0)} — "
-               f"text only {show('budget-text')}; visual only (VAR) {show('budget-visual')}; both "
-               f"{show('budget-all')}.")
+    random_mask = summary.get("mask-random-visual/mean") or next(
+        (v for k, v in summary.items() if k.startswith("mask-random-visual")), None)
+    out = [f"Base accuracy {base:.3f} on {n} samples ({touched} with a visual sink where the rules act)."]
+    if "mask-visual-sinks" in summary:
+        sink_harmless = summary["mask-visual-sinks"]["ci95"][0] > -0.02
+        out.append(f"- Masking text-to-visual-sink attention leaves accuracy about unchanged: "
+                   f"{_verdict(sink_harmless)} — {show('mask-visual-sinks')} (verdict: CI lower end above -0.02).")
+    if random_mask is not None:
+        random_hurts = random_mask["ci95"][1] < 0
+        out.append(f"- Masking as many random image tokens lowers it: {_verdict(random_hurts)} — mean over seeds "
+                   f"{random_mask['accuracy']:.3f} ({random_mask['delta']:+.3f}, CI [{random_mask['ci95'][0]:+.3f}, "
+                   f"{random_mask['ci95'][1]:+.3f}]) (verdict: CI upper end below 0).")
+    if "var-all-heads" in summary:
+        out.append(f"- VAR on all heads (no head test) hurts: {_verdict(summary['var-all-heads']['ci95'][1] < 0)} "
+                   f"— {show('var-all-heads')}.")
+    if all(k in summary for k in ("budget-text", "budget-visual", "budget-all")):
+        out.append(f"- Giving the budget to text tokens only is worse than the base: "
+                   f"{_verdict(summary['budget-text']['ci95'][1] < 0)} — text only {show('budget-text')}; "
+                   f"visual only (VAR) {show('budget-visual')}; both {show('budget-all')}.")
+    if len(out) == 1:
+        out.append("- No ablation condition of the paper's findings was run (see --ablations).")
     return out + residual_findings(ablate)
 
 

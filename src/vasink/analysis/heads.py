@@ -15,6 +15,7 @@ when the prompt has a visual sink in that layer; the map shows the bare head tes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -104,7 +105,7 @@ def head_map(captures, config: VARConfig) -> dict:
     return accumulator.result()
 
 
-def heads_figure(result: dict, modified_layers, path) -> "Path":
+def heads_figure(result: dict, modified_layers, path) -> Path:
     """Heatmaps (layer x head): mean m_V, mean r, and the share of rows each preset's head test selects."""
     from .figures import save_figure, subplots
 

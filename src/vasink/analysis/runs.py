@@ -310,6 +310,7 @@ def analyze_ablations(model, processor, samples, config: VARConfig, out_dir, *, 
                       seeds=(0, 1, 2), base_records=None, echo=print) -> Path:
     """``base_records``: a ``vasink eval`` output folder whose base answers are reused (same ids and prompts)."""
     out_dir = Path(out_dir)
+    names = [n for n in names if n != "base"]  # the base condition always runs, once
     unknown = [n for n in names if n not in ABLATIONS]
     if unknown:
         raise ValueError(f"unknown ablations {unknown}; choose from {', '.join(DEFAULT_ABLATIONS)}")

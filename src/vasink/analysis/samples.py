@@ -36,32 +36,14 @@ class AnalysisSample:
     max_new_tokens: int = 8
 
 
-def load_model(spec: str = "organism", device: str | None = None, dtype: str = "auto"):
-    """``(model, processor, default config)`` for "organism" or a local path / hub id of an image-text model
-    (LLaVA-1.5 and the families ``vasink.models`` has adapters for). The config is None for an organism
-    checkpoint whose sinks were not measured (no ``vasink.json``)."""
-    import torch
+def load_model(spec: str = "organism", device: str | None = None, dtype: str | None = None):
+    """``(model, processor, default config)`` for "organism" or a local path / hub id of a model class vasink
+    supports (the same loading as ``vasink eval``). The config is None for an organism checkpoint whose sinks
+    were not measured (no ``vasink.json``)."""
+    from ..eval.loading import load_model as load
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "organism":
-        from .. import organism
-
-        model, processor = organism.load()
-        try:
-            config = organism.recommended_config()
-        except FileNotFoundError:  # a checkpoint not yet measured: the caller must give sink dims and tau
-            config = None
-        return model.to(device), processor, config
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().exists():
-        raise FileNotFoundError(f"--model {spec}: no such folder; give a local checkpoint folder, a hub id, "
-                                "or 'organism'")
-    torch_dtype = (torch.float16 if device == "cuda" else torch.float32) if dtype == "auto" else getattr(torch, dtype)
-    source = str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
-    model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, attn_implementation="sdpa")
-    processor = AutoProcessor.from_pretrained(source)
-    return model.to(device).eval(), processor, VARConfig()
+    loaded = load(spec, device, dtype)
+    return loaded.model, loaded.processor, loaded.var_config
 
 
 def build_inputs(processor, image, prompt: str, device=None):

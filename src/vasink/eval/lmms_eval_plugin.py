@@ -31,15 +31,14 @@ class VasinkLMM(lmms):
     def __init__(self, pretrained: str = "organism", var: str = "on", preset: str = "general", rho=None, p=None,
                  tau=None, batch_size=1, device: str | None = None, **unused) -> None:
         super().__init__()
-        from ..config import PRESETS
         from .loading import load_model
 
         self.loaded = load_model(str(pretrained), device)
         self.batch_size = int(batch_size)
-        overrides = {k: float(v) for k, v in (("rho", rho), ("p", p), ("tau", tau)) if v is not None}
         if _flag(var) and self.loaded.var_config is None:
             raise ValueError(self.loaded.var_config_missing or f"no sink dimensions known for {pretrained}")
-        self.var_config = (self.loaded.var_config.replace(**{**PRESETS[preset], **overrides})
+        number = lambda v: None if v is None else float(v)  # noqa: E731  (model_args arrive as strings)
+        self.var_config = (self.loaded.var_config.with_preset(preset, rho=number(rho), p=number(p), tau=number(tau))
                            if _flag(var) else None)
 
     @property

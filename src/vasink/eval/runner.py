@@ -82,20 +82,14 @@ def base_var_config(settings: EvalSettings, loaded, tau: float | None = None):
 
 def var_arms(settings: EvalSettings, bench: Benchmark, loaded) -> dict:
     """Arm name -> VARConfig (None for the base arm)."""
-    from ..config import PRESETS
-
     if settings.var not in VAR_MODES:
         raise ValueError(f"--var must be one of {VAR_MODES}, got {settings.var!r}")
     arms: dict = {}
     if settings.var in ("off", "both"):
         arms["base"] = None
     if settings.var in ("on", "both"):
-        preset = settings.preset or bench.preset
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-        overrides = {**PRESETS[preset], **{k: v for k, v in (("rho", settings.rho), ("p", settings.p),
-                                                                   ("tau", settings.tau)) if v is not None}}
-        arms["var"] = base_var_config(settings, loaded).replace(**overrides)
+        arms["var"] = base_var_config(settings, loaded).with_preset(
+            settings.preset or bench.preset, rho=settings.rho, p=settings.p, tau=settings.tau)
     arms.update(settings.extra_arms)
     _check_sink_dims(loaded.model, [c for c in arms.values() if c is not None])
     return arms
