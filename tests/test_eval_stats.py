@@ -36,6 +36,8 @@ def test_paired_bootstrap_is_zero_width_for_identical_arms_and_covers_a_shift():
     assert low < 0.1 < high and low > 0.05 and high < 0.15
     again = paired_bootstrap(accuracy, base, other, resamples=500)["accuracy"]
     assert again == (low, high)  # seeded
+    chunked = paired_bootstrap(accuracy, base, other, resamples=500, max_elements=400 * 7)["accuracy"]
+    assert chunked == (low, high)  # drawn 7 resamples at a time from the same stream: the same interval
 
 
 def test_record_writer_cuts_a_partial_line_and_readers_skip_it(tmp_path):

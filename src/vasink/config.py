@@ -25,6 +25,11 @@ PRESETS = {
 FIRST_SEARCHED_LAYER = 2
 
 
+def removed_fraction(p: float, compat: str = "paper") -> float:
+    """Fraction of sink attention moved away: the paper's p, or 1 - p for the released code (which keeps p)."""
+    return p if compat == "paper" else 1.0 - p
+
+
 @dataclass(frozen=True)
 class VARConfig:
     tau: float = 20.0  # phi threshold: a token is a sink when phi(x) > tau
@@ -51,9 +56,7 @@ class VARConfig:
     @classmethod
     def preset(cls, name: str, **overrides) -> "VARConfig":
         """The paper's task presets: "general" (rho 0.8), "hallucination" (0.5), "vision-centric" (0.9)."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        return cls().with_preset(name).replace(**overrides)
 
     def with_preset(self, name: str | None, **overrides) -> "VARConfig":
         """This config with preset ``name``'s values (None: none), then the ``overrides`` that are not None on top
@@ -69,7 +72,7 @@ class VARConfig:
     @property
     def removed_fraction(self) -> float:
         """Fraction of each selected row's sink attention that VAR moves to non-sink visual tokens."""
-        return self.p if self.compat == "paper" else 1.0 - self.p
+        return removed_fraction(self.p, self.compat)
 
     def modified_layers(self, num_layers: int) -> tuple[int, ...]:
         """Decoder layers whose attention VAR may change, for a model with ``num_layers`` layers."""

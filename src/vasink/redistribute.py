@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import COMPAT_MODES
+from .config import COMPAT_MODES, removed_fraction
 
 # The released code adds this per visual key to the visual mass in its head test denominator (SPEC §3).
 RELEASED_CODE_EPS_PER_VISUAL_KEY = 1e-6
@@ -37,11 +37,6 @@ def select_rows(
     denominator = visual_mass + RELEASED_CODE_EPS_PER_VISUAL_KEY * num_visual_keys
     sink_ratio = visual_sink_mass / denominator.clamp_min(torch.finfo(visual_mass.dtype).tiny)
     return enough_visual & (sink_ratio <= rho)
-
-
-def removed_fraction(p: float, compat: str = "paper") -> float:
-    """Fraction of sink attention moved away: the paper's p, or 1 - p for the released code (which keeps p)."""
-    return p if compat == "paper" else 1.0 - p
 
 
 def redistribute(

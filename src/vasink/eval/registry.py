@@ -127,7 +127,12 @@ class Benchmark:
 
         table = datamod.open_table(data or self.default_data, config=self.default_config,
                                    split=self.default_split, images=images, what=self.name)
-        return [self.sample_from_row(row) for row in table.rows()]
+        return [sample for row in table.rows() for sample in self.samples_from_row(row)]
+
+    def samples_from_row(self, row) -> list[Sample]:
+        """The samples one dataset row gives: usually one; none for rows a benchmark skips, several for
+        rotations (MMBench)."""
+        return [self.sample_from_row(row)]
 
     def sample_from_row(self, row) -> Sample:
         raise NotImplementedError

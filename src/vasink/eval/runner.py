@@ -121,17 +121,25 @@ def prepare(settings: EvalSettings):
     return bench, subset, samples, shard
 
 
-def run_eval(settings: EvalSettings, loaded=None, after_batch: Callable[[int], None] | None = None) -> dict:
-    """Run (or resume) an evaluation; returns {"out", "generated", "skipped", "records_file"}."""
+def run_description(settings: EvalSettings, bench: Benchmark, subset, model_name: str) -> dict:
+    """What a run's folder is for (run.json): a folder holding another run is refused."""
+    return {"benchmark": bench.name, "subset": subset, "model": model_name,
+            "data": settings.data or bench.default_data or "built-in", "max_new_tokens": bench.max_new_tokens,
+            "decoding": "greedy", "prompt_suffix": bench.prompt_suffix}
+
+
+def run_eval(settings: EvalSettings, loaded=None, after_batch: Callable[[int], None] | None = None,
+             prepared=None) -> dict:
+    """Run (or resume) an evaluation; returns {"out", "generated", "skipped", "records_file"}.
+
+    ``prepared``: what :func:`prepare` returned for these settings, when the caller already ran it."""
     from .loading import load_model
 
-    bench, subset, samples, shard = prepare(settings)
+    bench, subset, samples, shard = prepared or prepare(settings)
     if settings.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {settings.batch_size}")
     out = settings.output_dir()
-    run = {"benchmark": bench.name, "subset": subset, "model": loaded.name if loaded else settings.model,
-           "data": settings.data or bench.default_data or "built-in", "max_new_tokens": bench.max_new_tokens,
-           "decoding": "greedy", "prompt_suffix": bench.prompt_suffix}
+    run = run_description(settings, bench, subset, loaded.name if loaded else settings.model)
     recmod.check_run(out, run, {})  # refuse another run's folder before spending minutes on loading a model
     loaded = loaded or load_model(settings.model, settings.device)
     arms = var_arms(settings, bench, loaded)

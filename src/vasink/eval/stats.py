@@ -10,19 +10,30 @@ import numpy as np
 
 def paired_bootstrap(metrics: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]],
                      base: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray],
-                     resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+                     resamples: int = 1000, seed: int = 0, level: float = 0.95,
+                     max_elements: int = 1 << 22) -> dict[str, tuple[float, float]]:
     """Percentile CI of ``metric(other) - metric(base)`` per metric, resampling the (paired) units with
-    replacement; ``base`` and ``other`` hold per-unit stats with the same unit order."""
+    replacement; ``base`` and ``other`` hold per-unit stats with the same unit order.
+
+    Resamples are drawn in chunks of at most ``max_elements`` indices (one RNG stream, so the result does not
+    depend on the chunking): a 200k-question benchmark does not need a (resamples x units) array at once."""
     n = len(next(iter(base.values())))
     if n == 0 or resamples <= 0:
         return {}
-    index = np.random.default_rng(seed).integers(0, n, size=(resamples, n))  # (resamples, units)
-    base_m = metrics({k: v[index] for k, v in base.items()})
-    other_m = metrics({k: v[index] for k, v in other.items()})
+    rng = np.random.default_rng(seed)
+    chunk = max(1, max_elements // n)
+    deltas: dict[str, list[np.ndarray]] = {}
+    for start in range(0, resamples, chunk):
+        index = rng.integers(0, n, size=(min(chunk, resamples - start), n))  # (resamples in chunk, units)
+        base_m = metrics({k: v[index] for k, v in base.items()})
+        other_m = metrics({k: v[index] for k, v in other.items()})
+        for name in base_m:
+            deltas.setdefault(name, []).append(
+                np.asarray(other_m[name], dtype=float) - np.asarray(base_m[name], dtype=float))
     tail = 100 * (1 - level) / 2
     out = {}
-    for name in base_m:
-        delta = np.asarray(other_m[name], dtype=float) - np.asarray(base_m[name], dtype=float)
+    for name, parts in deltas.items():
+        delta = np.concatenate(parts)
         delta = delta[np.isfinite(delta)]
         out[name] = (float(np.percentile(delta, tail)), float(np.percentile(delta, 100 - tail))) if delta.size else \
             (math.nan, math.nan)

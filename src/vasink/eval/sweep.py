@@ -28,15 +28,19 @@ def parse_grid(text: str | None, default: float | None) -> list[float | None]:
 def run_sweep(settings: EvalSettings, rhos: Sequence[float | None], ps: Sequence[float | None],
               taus: Sequence[float | None], loaded=None) -> dict:
     """Evaluate base + every (rho, p, tau) point; returns run_eval's summary."""
+    from . import records
     from .loading import load_model
-    from .runner import base_var_config
+    from .runner import base_var_config, run_description
 
-    bench, *_ = prepare(settings)  # fail on data / images / judge before loading the model
-    loaded = loaded or load_model(settings.model, settings.device)
+    prepared = prepare(settings)  # fail on data / images / judge before loading the model
+    bench, subset = prepared[:2]
+    if loaded is None:  # and on another run's folder
+        records.check_run(settings.output_dir(), run_description(settings, bench, subset, settings.model), {})
+        loaded = load_model(settings.model, settings.device)
     base = base_var_config(settings, loaded, tau=taus[0]).with_preset(settings.preset or bench.preset)
     arms = {}
     for rho, p, tau in itertools.product(rhos, ps, taus):
         config = base.with_preset(None, rho=rho, p=p, tau=tau)
         arms[arm_name(config.rho, config.p, config.tau)] = config
     sweep_settings = EvalSettings(**{**settings.__dict__, "var": "off", "extra_arms": arms})
-    return run_eval(sweep_settings, loaded=loaded)
+    return run_eval(sweep_settings, loaded=loaded, prepared=prepared)

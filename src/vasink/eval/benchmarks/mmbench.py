@@ -24,14 +24,8 @@ class MMBench(ChoiceScoring, Benchmark):
     prompt_suffix = LETTER_ANSWER
     max_new_tokens = 128
 
-    def load_samples(self, data, subset, images, limit=None):
-        from .. import data as datamod
-
-        table = datamod.open_table(data or self.default_data, config=self.default_config,
-                                   split=self.default_split, images=images, what=self.name)
-        return [sample for row in table.rows() for sample in self.rotations(row)]
-
-    def rotations(self, row) -> list[Sample]:
+    def samples_from_row(self, row) -> list[Sample]:
+        """One sample per rotation of the options (circular evaluation)."""
         choices = [row.text(c) for c in "ABCD" if _present(row.get(c, default=None))]
         answer = row.text("answer").strip().upper()
         if len(choices) < 2 or answer not in LETTERS[:len(choices)]:

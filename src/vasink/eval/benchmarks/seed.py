@@ -19,12 +19,8 @@ class SEEDBench(ChoiceScoring, Benchmark):
     prompt_suffix = LETTER_ANSWER
     max_new_tokens = 128
 
-    def load_samples(self, data, subset, images, limit=None):
-        from .. import data as datamod
-
-        table = datamod.open_table(data or self.default_data, config=self.default_config,
-                                   split=self.default_split, images=images, what=self.name)
-        return [self.sample_from_row(row) for row in table.rows() if row.text("data_type", default="image") == "image"]
+    def samples_from_row(self, row) -> list[Sample]:
+        return [self.sample_from_row(row)] if row.text("data_type", default="image") == "image" else []
 
     def sample_from_row(self, row) -> Sample:
         letter = option_letter(row.text("answer"), "ABCD")
