@@ -447,3 +447,12 @@ def test_analysis_capture_reads_the_token_layout_var_uses():
     assert newlines.any()
     assert torch.equal(capture.eligible, var_eligible) and torch.equal(capture.visual, var_visual)
     assert not torch.isin(capture.query_positions, newlines.nonzero().flatten()).any()
+
+
+@pytest.mark.parametrize("name, key", [("mistral3", "image_sizes"), ("qwen2_vl", "image_grid_thw")])
+def test_image_sizes_that_do_not_match_the_prompt_are_a_clear_error(name, key):
+    model = model_of(name)
+    inputs = FAMILIES[name].inputs(model, [[BOS, 5, Image(1), 7, 8]])
+    inputs[key] = inputs[key] * 2  # more visual tokens than the prompt holds
+    with pytest.raises(ValueError, match=f"{key} make .* visual tokens but the prompt has"):
+        image_grids(model, inputs)

@@ -132,6 +132,29 @@ class ModelAdapter:
         return grids
 
 
+def split_spans(token_mask: torch.Tensor, sizes: list[int], what: str) -> list[tuple[int, torch.Tensor]]:
+    """The positions of ``token_mask`` (B, T), in the model's (row-major) order, cut into consecutive spans of
+    ``sizes`` tokens (one per image / video): ``[(batch row, positions)]``. ``what`` names the sizes' source."""
+    where = token_mask.nonzero()  # (N, 2): (batch row, position)
+    if sum(sizes) != len(where):
+        raise ValueError(f"{what} make {sum(sizes)} visual tokens but the prompt has {len(where)}: "
+                         "pass the processor's inputs unchanged")
+    spans, start = [], 0
+    for size in sizes:
+        span = where[start:start + size]
+        start += size
+        row = int(span[0, 0])
+        if int(span[-1, 0]) != row:
+            raise ValueError(f"{what}: one image's {size} tokens fall in two prompts of the batch")
+        spans.append((row, span[:, 1]))
+    return spans
+
+
+def sort_grids(per_row: list[list]) -> list[list[ImageGrid]]:
+    """Per batch row, (position, grid) entries -> the grids in token order."""
+    return [[grid for _, grid in sorted(entries, key=lambda e: e[0])] for entries in per_row]
+
+
 def split_inputs(inputs) -> tuple[torch.Tensor, dict]:
     """``inputs`` as the model takes them (dict / BatchFeature) or a bare ``input_ids`` tensor."""
     if isinstance(inputs, torch.Tensor):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import ImageGrid, ModelAdapter, register_adapter, split_inputs
+from . import ImageGrid, ModelAdapter, register_adapter, sort_grids, split_inputs, split_spans
 
 
 @dataclass
@@ -56,19 +56,11 @@ def spans_to_mask(placeholder: torch.Tensor, span_tokens: torch.Tensor, layouts:
 def spans_to_grids(span_tokens: torch.Tensor, layouts: list[SpanLayout]) -> list[list[tuple[int, int, torch.Tensor]]]:
     """Per batch row: (position in token order, grid) for every grid of every span in that row."""
     out: list[list] = [[] for _ in range(span_tokens.shape[0])]
-    rows_of = span_tokens.nonzero()  # (N, 2): (batch row, position) in the model's order
-    start = 0
-    for layout in layouts:
-        span = rows_of[start:start + len(layout.is_patch)]
-        start += len(layout.is_patch)
-        row, positions = int(span[0, 0]), span[:, 1]
+    spans = split_spans(span_tokens, [len(layout.is_patch) for layout in layouts], "image_sizes")
+    for layout, (row, positions) in zip(layouts, spans):
         for rows, cols, offsets in layout.grids:
             out[row].append((int(positions[offsets[0]]), ImageGrid(rows, cols, positions[offsets])))
     return out
-
-
-def sort_grids(per_row: list[list]) -> list[list[ImageGrid]]:
-    return [[grid for _, grid in sorted(entries, key=lambda e: e[0])] for entries in per_row]
 
 
 @dataclass(frozen=True)

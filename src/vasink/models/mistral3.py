@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import ImageGrid, ModelAdapter, register_adapter, split_inputs
+from . import ImageGrid, ModelAdapter, register_adapter, split_inputs, split_spans
 
 
 @dataclass(frozen=True)
@@ -25,15 +25,10 @@ class Mistral3Adapter(ModelAdapter):
         if extra.get("image_sizes") is None:
             raise ValueError(f"{type(model).__name__} needs image_sizes (from the processor) to lay out its grids")
         downsample = model.config.vision_config.patch_size * model.config.spatial_merge_size
-        where = tokens.nonzero()  # (N, 2) in the model's order
-        start = 0
-        for height, width in extra["image_sizes"].tolist():
-            rows, cols = int(height) // downsample, int(width) // downsample
-            span = where[start:start + rows * cols]
-            start += rows * cols
-            per_row[int(span[0, 0])].append(ImageGrid(rows, cols, span[:, 1]))
-        if start != len(where):
-            raise ValueError(f"image_sizes make {start} image tokens but the prompt has {len(where)}")
+        shapes = [(int(h) // downsample, int(w) // downsample) for h, w in extra["image_sizes"].tolist()]
+        spans = split_spans(tokens, [rows * cols for rows, cols in shapes], "image_sizes")
+        for (rows, cols), (row, positions) in zip(shapes, spans):
+            per_row[row].append(ImageGrid(rows, cols, positions))
         return per_row
 
 

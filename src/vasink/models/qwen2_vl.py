@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import ImageGrid, ModelAdapter, register_adapter, split_inputs
+from . import ImageGrid, ModelAdapter, register_adapter, sort_grids, split_inputs, split_spans
 
 
 @dataclass(frozen=True)
@@ -32,18 +32,12 @@ class QwenVLAdapter(ModelAdapter):
             grid_thw = extra.get(grid_key)
             if grid_thw is None:
                 raise ValueError(f"{type(model).__name__} needs {grid_key} (from the processor) to lay out its grids")
-            where = tokens.nonzero()  # (N, 2) in the model's (row-major) order
             sizes = [int(t) * (int(h) // merge) * (int(w) // merge) for t, h, w in grid_thw.tolist()]
-            if sum(sizes) != len(where):
-                raise ValueError(f"{grid_key} makes {sum(sizes)} tokens but the prompt has {len(where)}")
-            start = 0
-            for (t, h, w), size in zip(grid_thw.tolist(), sizes):
-                span = where[start:start + size]
-                start += size
+            for (t, h, w), (row, positions) in zip(grid_thw.tolist(), split_spans(tokens, sizes, grid_key)):
                 rows, cols = int(h) // merge, int(w) // merge
-                for frame in span.split(rows * cols):
-                    per_row[int(frame[0, 0])].append((int(frame[0, 1]), ImageGrid(rows, cols, frame[:, 1])))
-        return [[grid for _, grid in sorted(entries, key=lambda e: e[0])] for entries in per_row]
+                for frame in positions.split(rows * cols):
+                    per_row[row].append((int(frame[0]), ImageGrid(rows, cols, frame)))
+        return sort_grids(per_row)
 
 
 QWEN2_VL = register_adapter(
