@@ -235,6 +235,19 @@ def test_unsupported_model_lists_supported():
         vasink.enable(TinyThing(), CONFIG)
 
 
+def test_a_subclass_of_a_supported_model_uses_its_adapter(planted):
+    from transformers import LlavaForConditionalGeneration
+
+    class MyLlava(LlavaForConditionalGeneration):
+        pass
+
+    planted.__class__ = MyLlava  # the same weights and config under a user's subclass
+    inputs = batch_inputs([prompt_ids()])
+    base = logits(planted, inputs)
+    with vasink.var(planted, CONFIG):
+        assert not torch.allclose(logits(planted, inputs), base)
+
+
 def test_sink_dims_out_of_range_for_model(planted):
     with pytest.raises(ValueError, match="out of range for hidden size 64"):
         vasink.enable(planted, CONFIG.replace(sink_dims=(64,)))

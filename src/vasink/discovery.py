@@ -113,7 +113,7 @@ def find_sink_dims(model: nn.Module, processor, prompts=None, images=None, *, mi
             ratios = dimension_ratios(hidden)  # (L, T, D)
             first.append(ratios[:, 0])
             median.append(ratios[:, 1:].median(dim=1).values if ratios.shape[1] > 1 else torch.zeros_like(ratios[:, 0]))
-            hidden_by_prompt.append(hidden)
+            hidden_by_prompt.append(hidden[:, 1:].to("cpu", torch.bfloat16))  # for median_phi: off the GPU, half size
     finally:
         for hook in hooks:
             hook.remove()
@@ -125,8 +125,8 @@ def find_sink_dims(model: nn.Module, processor, prompts=None, images=None, *, mi
     dims = tuple(sorted(int(d) for d in ranked if frequency[d] >= min_fraction))
 
     if dims:
-        first_phi = torch.stack([sink_dimension_value(h[:, :1], dims)[:, 0] for h in hidden_by_prompt]).cpu()
-        median_phi = torch.stack([sink_dimension_value(h[:, 1:], dims).median(-1).values for h in hidden_by_prompt]).cpu()
+        first_phi = first_ratio[:, :, list(dims)].amax(-1)  # (P, L): phi of the first token, exactly
+        median_phi = torch.stack([sink_dimension_value(h, dims).median(-1).values for h in hidden_by_prompt])
         suggested = _suggest_tau(first_phi[:, list(searched)], median_phi[:, list(searched)])
     else:
         first_phi = median_phi = torch.zeros(len(prompts), num_layers)

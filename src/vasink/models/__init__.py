@@ -195,9 +195,11 @@ def supported_model_classes() -> list[str]:
 
 
 def adapter_for(model: nn.Module) -> ModelAdapter:
+    """The adapter registered for the model's class, or for the nearest base class (a user's subclass)."""
     cls_name = type(model).__name__
-    if cls_name in _ADAPTERS:
-        return _ADAPTERS[cls_name]
+    for cls in type(model).__mro__:
+        if cls.__name__ in _ADAPTERS:
+            return _ADAPTERS[cls.__name__]
     close = difflib.get_close_matches(cls_name, _ADAPTERS, n=3)
     hint = f" Did you mean {close}?" if close else ""
     raise UnsupportedModelError(
