@@ -305,12 +305,12 @@ def test_registered_adapter_for_a_new_class_works():
         pass
 
     model.__class__ = RenamedVLM
-    with pytest.raises(vasink.UnsupportedModelError):
-        vasink.enable(model, CONFIG)
+    assert adapter_for(model).name == "internvl"  # a subclass falls back to its base class's adapter
     adapter = vasink.register_adapter(vasink.ModelAdapter(
         name="renamed", model_classes=("RenamedVLM",), text_config_key="text_config",
         decoder_layers_path="model.language_model.layers", visual_token_id_attrs=("image_token_id",)))
     try:
+        assert adapter_for(model) is adapter  # its own registration comes first
         inputs = fams["internvl"].inputs(model, [[BOS, 5, Image(1), 7, 8]])
         base = logits(model, inputs)
         with vasink.var(model, CONFIG):
