@@ -50,6 +50,7 @@ def redistribute(
     min_visual_attention: float,
     compat: str = "paper",
     skip_without_visual_sink: bool = True,
+    receivers: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Apply VAR to attention weights.
 
@@ -57,6 +58,8 @@ def redistribute(
     query_mask: bool ``[batch, queries]`` (eligible queries). Returns new weights of the same shape and dtype.
     Rows that are not selected, or whose non-sink visual mass is zero, are returned unchanged.
     ``skip_without_visual_sink``: a sample whose keys hold no visual sink is left untouched (released code).
+    ``receivers``: bool ``[batch, keys]``, the keys the budget goes to (default: the non-sink visual keys, VAR;
+    the analysis ablations give it to text tokens instead).
     """
     if weights.dim() != 4:
         raise ValueError(f"weights must be [batch, heads, queries, keys], got shape {tuple(weights.shape)}")
@@ -70,24 +73,24 @@ def redistribute(
     visual = visual_mask[:, None, None, :]  # (B, 1, 1, K)
     sink = sink_mask[:, None, None, :]
     visual_sink = visual & sink
-    nonsink_visual = visual & ~sink
+    receiving = visual & ~sink if receivers is None else receivers[:, None, None, :]
 
     visual_mass = (w * visual).sum(-1)  # (B, H, Q)
     visual_sink_mass = (w * visual_sink).sum(-1)
     sink_mass = (w * sink).sum(-1)
-    nonsink_visual_mass = (w * nonsink_visual).sum(-1)
+    receiving_mass = (w * receiving).sum(-1)
 
     selected = select_rows(
         visual_mass, visual_sink_mass, visual_mask.sum(-1)[:, None, None].float(),
         rho=rho, min_visual_attention=min_visual_attention, compat=compat,
     )
-    selected &= query_mask[:, None, :] & (nonsink_visual_mass > 0)
+    selected &= query_mask[:, None, :] & (receiving_mass > 0)
     if skip_without_visual_sink:
         selected &= (visual_mask & sink_mask).any(-1)[:, None, None]
 
     removed = removed_fraction(p, compat)
     budget = removed * sink_mass  # Omega, (B, H, Q)
-    gain = budget / nonsink_visual_mass.clamp_min(torch.finfo(w.dtype).tiny)  # per unit of non-sink weight
+    gain = budget / receiving_mass.clamp_min(torch.finfo(w.dtype).tiny)  # per unit of receiving weight
     changed = torch.where(sink, (1.0 - removed) * w, w)
-    changed = torch.where(nonsink_visual, w * (1.0 + gain[..., None]), changed)
+    changed = torch.where(receiving, w * (1.0 + gain[..., None]), changed)
     return torch.where(selected[..., None], changed, w).to(weights.dtype)

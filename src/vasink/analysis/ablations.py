@@ -33,7 +33,7 @@ import torch
 
 from ..attention import var_rule
 from ..config import VARConfig
-from ..redistribute import select_rows
+from ..redistribute import redistribute
 
 TINY = torch.finfo(torch.float32).tiny
 
@@ -110,21 +110,9 @@ def redistribute_budget(weights: torch.Tensor, plan, config: VARConfig, receiver
         raise ValueError(f"receivers={receivers!r}; choose one of {RECEIVERS}")
     visual, sink = plan.visual_keys, plan.sink_keys  # (B, K)
     receiving = {"visual": visual & ~sink, "text": ~visual & ~sink, "all": ~sink}[receivers]
-    w = weights.float()
-    visual_mass = (w * visual[:, None, None]).sum(-1)  # (B, H, Q)
-    visual_sink_mass = (w * (visual & sink)[:, None, None]).sum(-1)
-    sink_mass = (w * sink[:, None, None]).sum(-1)
-    receiving_mass = (w * receiving[:, None, None]).sum(-1)
-    selected = select_rows(visual_mass, visual_sink_mass, visual.sum(-1)[:, None, None].float(), rho=config.rho,
-                           min_visual_attention=config.min_visual_attention, compat=config.compat)
-    selected &= plan.eligible_queries[:, None, :] & (receiving_mass > 0)
-    if config.skip_layers_without_visual_sink:
-        selected &= (visual & sink).any(-1)[:, None, None]
-    removed = config.removed_fraction
-    gain = removed * sink_mass / receiving_mass.clamp_min(TINY)
-    changed = torch.where(sink[:, None, None], (1.0 - removed) * w, w)
-    changed = torch.where(receiving[:, None, None], w * (1.0 + gain[..., None]), changed)
-    return torch.where(selected[..., None], changed, w).to(weights.dtype)
+    return redistribute(weights, visual, sink, plan.eligible_queries, rho=config.rho, p=config.p,
+                        min_visual_attention=config.min_visual_attention, compat=config.compat,
+                        skip_without_visual_sink=config.skip_layers_without_visual_sink, receivers=receiving)
 
 
 def budget_to(receivers: str):
