@@ -314,17 +314,21 @@ def test_cli_missing_image_and_unknown_bench(tmp_path, capsys):
 
 
 def test_ablations_reuse_base_answers_from_eval_records(setup, tmp_path):
-    import hashlib
+    from vasink.eval.registry import prompt_hash
 
     model, processor = setup
     samples = samples_for_ablation()
     records = tmp_path / "eval"
     records.mkdir()
-    lines = [json.dumps({"id": s.id, "arm": "base", "raw": "w30 reused",
-                         "prompt_hash": hashlib.sha1(s.prompt.encode()).hexdigest()[:12]}) for s in samples[:1]]
-    (records / "records.jsonl").write_text("\n".join(lines) + "\n")
+    (records / "run.json").write_text(json.dumps({"run": {"model": "organism"}, "arms": {}}))
+    lines = [json.dumps({"id": s.id, "arm": "base", "raw": "w30 reused", "prompt_hash": prompt_hash(s.prompt)})
+             for s in samples[:1]]
+    (records / "records.jsonl").write_text("\n".join(lines) + '\n{"id": "cut off by a kill')
+    with pytest.raises(ValueError, match="answers of model 'organism', not 'another'"):
+        analyze_ablations(model, processor, samples, CONFIG, tmp_path / "x", names=("mask-visual-sinks",),
+                          seeds=(0,), base_records=records, model_name="another", echo=lambda s: None)
     analyze_ablations(model, processor, samples, CONFIG, tmp_path / "out", names=("mask-visual-sinks",), seeds=(0,),
-                      base_records=records, echo=lambda s: None)
+                      base_records=records, model_name="organism", echo=lambda s: None)
     answers = [r["answers"]["base"] for r in json.loads((tmp_path / "out" / "numbers.json").read_text())["records"]]
     assert answers[0] == "w30 reused" and answers[1] != "w30 reused"
 

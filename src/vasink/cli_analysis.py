@@ -142,5 +142,5 @@ def run_ablate(args) -> int:
     samples = load_samples(args.bench, args.limit, args.seed)
     model, processor, config = _load(args)
     analyze_ablations(model, processor, samples, config, args.out, names=args.ablations or DEFAULT_ABLATIONS,
-                      seeds=args.seeds, base_records=args.base_records)
+                      seeds=args.seeds, base_records=args.base_records, model_name=args.model)
     return 0

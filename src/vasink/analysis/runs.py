@@ -233,21 +233,15 @@ def generate_answer(model, processor, inputs, max_new_tokens: int) -> str:
     return processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
-def read_base_answers(folder) -> dict[str, tuple[str, str]]:
-    """``id -> (prompt_hash, answer)`` of the base arm in a ``vasink eval`` output folder's records."""
-    import json
+def read_base_answers(folder, model_name: str | None = None) -> dict[str, tuple[str, str]]:
+    """``id -> (prompt_hash, answer)`` of the base arm in a ``vasink eval`` output folder (all shards; a
+    cut-off last line is skipped). ``model_name``: refuse a folder that evaluated another model."""
+    from ..eval.records import read_records, read_run
 
-    folder = Path(folder)
-    files = sorted(folder.glob("records*.jsonl"))
-    if not files:
-        raise FileNotFoundError(f"no records*.jsonl in {folder}: pass --base-records with a vasink eval --out folder")
-    answers = {}
-    for file in files:
-        for line in file.read_text().splitlines():
-            record = json.loads(line) if line.strip() else None
-            if record and record.get("arm") == "base":
-                answers[record["id"]] = (record.get("prompt_hash"), record["raw"])
-    return answers
+    run = read_run(folder)["run"]
+    if model_name is not None and run.get("model") != model_name:
+        raise ValueError(f"--base-records {folder} holds answers of model {run.get('model')!r}, not {model_name!r}")
+    return {r["id"]: (r.get("prompt_hash"), r["raw"]) for r in read_records(folder) if r.get("arm") == "base"}
 
 
 def run_conditions(model, processor, samples, config: VARConfig, names, seeds,
@@ -257,7 +251,7 @@ def run_conditions(model, processor, samples, config: VARConfig, names, seeds,
     ``base_answers`` (``id -> (prompt_hash, answer)``, from an evaluation run): reused instead of generating
     the base where the id and prompt match.
     """
-    import hashlib
+    from ..eval.registry import prompt_hash
 
     num_layers, _ = model_shape(model)
     modified = list(config.modified_layers(num_layers))
@@ -280,7 +274,7 @@ def run_conditions(model, processor, samples, config: VARConfig, names, seeds,
                     answers[key] = answers["base"]
                     continue
                 known = (base_answers or {}).get(sample.id)
-                if name == "base" and known and known[0] == hashlib.sha1(sample.prompt.encode()).hexdigest()[:12]:
+                if name == "base" and known and known[0] == prompt_hash(sample.prompt):
                     answers[key] = known[1]
                     continue
                 with var(model, reference, intervention=ablation.make(seed or 0, [sample.id])):
@@ -307,14 +301,15 @@ def summarize(records: list[dict], names, seeds) -> dict:
 
 
 def analyze_ablations(model, processor, samples, config: VARConfig, out_dir, *, names=DEFAULT_ABLATIONS,
-                      seeds=(0, 1, 2), base_records=None, echo=print) -> Path:
-    """``base_records``: a ``vasink eval`` output folder whose base answers are reused (same ids and prompts)."""
+                      seeds=(0, 1, 2), base_records=None, model_name: str | None = None, echo=print) -> Path:
+    """``base_records``: a ``vasink eval`` output folder whose base answers are reused (same model, ids and
+    prompts; ``model_name`` is checked against the folder's when given)."""
     out_dir = Path(out_dir)
     names = [n for n in names if n != "base"]  # the base condition always runs, once
     unknown = [n for n in names if n not in ABLATIONS]
     if unknown:
         raise ValueError(f"unknown ablations {unknown}; choose from {', '.join(DEFAULT_ABLATIONS)}")
-    base_answers = read_base_answers(base_records) if base_records else None
+    base_answers = read_base_answers(base_records, model_name) if base_records else None
     records, residual = run_conditions(model, processor, samples, config, names, seeds, base_answers)
     summary = summarize(records, names, seeds)
     with_sink = sum(bool(r["visual_sink_layers"]) for r in records)

@@ -32,6 +32,11 @@ _REGISTRY: dict[str, type["Benchmark"]] = {}
 VAR_PRESETS = ("general", "hallucination", "vision-centric")
 
 
+def prompt_hash(prompt: str) -> str:
+    """The short hash records keep of a sample's prompt (answers are reused only for the same prompt)."""
+    return hashlib.sha1(prompt.encode()).hexdigest()[:12]
+
+
 @dataclass
 class Sample:
     """One question about one image."""
@@ -48,7 +53,7 @@ class Sample:
 
     @property
     def prompt_hash(self) -> str:
-        return hashlib.sha1(self.prompt.encode()).hexdigest()[:12]
+        return prompt_hash(self.prompt)
 
     def image_path(self) -> Path | None:
         return Path(self.image) if isinstance(self.image, (str, Path)) else None
