@@ -5,19 +5,14 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from .analysis import attention_comparison_figure, image_grids, text_to_image_attention
-from .api import detect_sinks, var
+from .api import var
+from .generation import generate_answers
 
 DEMO_FAMILIES = ("existence-adversarial", "attribute", "spatial", "counting")
-
-
-def answer(model, processor, inputs, max_new_tokens: int = 8) -> str:
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+MAX_NEW_TOKENS = 8
 
 
 def pick_question(scene, index: int):
@@ -48,13 +43,13 @@ def run_demo(out_dir: str | Path = "vasink-demo", num_scenes: int = 4, seed: int
     for index, scene in enumerate(tqdm(scenes, desc="demo scenes", unit="scene")):
         question, truth, family = pick_question(scene, index)
         inputs = organism.build_inputs(processor, scene.image, question)
-        base_answer = answer(model, processor, inputs)
-        with var(model, config):
-            var_answer = answer(model, processor, inputs)
-        report = detect_sinks(model, inputs, config)
+        base_answer = generate_answers(model, processor, inputs, MAX_NEW_TOKENS)[0]
+        with var(model, config) as handle:
+            var_answer = generate_answers(model, processor, inputs, MAX_NEW_TOKENS)[0]
+            sinks = handle.last_sinks()  # layer -> (1, T), found at the prefill of that generate
         rows, cols, positions = image_grids(model, inputs)[0][0]
-        layer = min(report.layers, key=lambda l: abs(l - 2))
-        sinks_at = report[layer].sink_mask[0][positions].reshape(rows, cols)
+        layer = min(sinks, key=lambda l: abs(l - 2))
+        sinks_at = sinks[layer][0][positions].reshape(rows, cols)
         patches = [(r, c) for r, c in sinks_at.nonzero().tolist()]
         before = text_to_image_attention(model, inputs, config, var_on=False)
         after = text_to_image_attention(model, inputs, config, var_on=True)

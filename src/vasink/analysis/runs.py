@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..api import var
 from ..config import PRESETS, VARConfig
+from ..generation import generate_answers
 from ..models import adapter_for
 from .ablations import ABLATIONS, DEFAULT_ABLATIONS, paired_difference
 from .attention_maps import image_grids
@@ -227,12 +228,6 @@ def analyze_heads(model, processor, samples, config: VARConfig, out_dir, echo=pr
 # -- 4. ablations ------------------------------------------------------------------------------------------
 
 
-def generate_answer(model, processor, inputs, max_new_tokens: int) -> str:
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-
-
 def read_base_answers(folder, model_name: str | None = None) -> dict[str, tuple[str, str]]:
     """``id -> (prompt_hash, answer)`` of the base arm in a ``vasink eval`` output folder (all shards; a
     cut-off last line is skipped). ``model_name``: refuse a folder that evaluated another model."""
@@ -278,7 +273,7 @@ def run_conditions(model, processor, samples, config: VARConfig, names, seeds,
                     answers[key] = known[1]
                     continue
                 with var(model, reference, intervention=ablation.make(seed or 0, [sample.id])):
-                    answers[key] = generate_answer(model, processor, inputs, sample.max_new_tokens)
+                    answers[key] = generate_answers(model, processor, inputs, sample.max_new_tokens)[0]
         records.append({"id": sample.id, "subset": sample.subset, "prompt": sample.prompt,
                         "target": sample.target, "answers": answers,
                         "correct": {k: bool(sample.score(v)) for k, v in answers.items()},

@@ -181,21 +181,13 @@ def generate(loaded, images, prompts, max_new_tokens: int, config=None) -> list[
     """Greedy answers for one left-padded batch, with VAR on when ``config`` is given."""
     import contextlib
 
-    import torch
-
     from ..api import var
+    from ..generation import generate_answers
     from ..organism import build_inputs
 
     inputs = build_inputs(loaded.processor, images, list(prompts)).to(loaded.device)
-    if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
-        inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
-    context = var(loaded.model, config) if config is not None else contextlib.nullcontext()
-    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
-    with context, torch.no_grad():
-        output = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                       pad_token_id=tokenizer.pad_token_id)
-    new_tokens = output[:, inputs["input_ids"].shape[1]:]
-    return [text.strip() for text in loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+    with var(loaded.model, config) if config is not None else contextlib.nullcontext():
+        return generate_answers(loaded.model, loaded.processor, inputs, max_new_tokens)
 
 
 def make_record(bench: Benchmark, sample: Sample, arm: str, answer: str, config_hash: str) -> dict:

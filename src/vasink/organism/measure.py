@@ -17,6 +17,7 @@ import contextlib
 import numpy as np
 import torch
 
+from ..generation import generate_answers
 from . import build, build_inputs, scenes
 
 FIRST_SEARCHED_LAYER = 2
@@ -137,13 +138,8 @@ def _background_patches(scene, grid: int) -> np.ndarray:
     return ~m.reshape(-1)
 
 
-@torch.no_grad()
 def answer(model, processor, images, questions, max_new_tokens: int = 24) -> list[str]:
-    inputs = build_inputs(processor, images, questions)
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                         pad_token_id=processor.tokenizer.pad_token_id)
-    new = out[:, inputs["input_ids"].shape[1]:]
-    return [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
+    return generate_answers(model, processor, build_inputs(processor, images, questions), max_new_tokens)
 
 
 def accuracy(model, processor, n_scenes: int = 200, seed: int = 0, batch: int = 32) -> dict:
