@@ -190,7 +190,7 @@ def test_organism_benchmarks_are_fixed_and_cover_their_subsets():
     bench = get_benchmark("organism-cvbench")
     count = next(s for s in cv if s.subset == "count")
     word = count.meta["choices"]["ABCD".index(count.target)]
-    assert bench.score(count.target, word, count.meta).correct
+    assert bench.score(count.target, word, count.meta).stats == {"correct": 1.0, "n_count": 1.0, "right_count": 1.0}
     attribute = get_benchmark("organism-attribute").load(limit=2)[0]
     assert get_benchmark("organism-attribute").score(attribute.target, attribute.target + " .", {}).correct
 

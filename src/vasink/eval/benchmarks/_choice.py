@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ...scoring import option_letter
-from ..registry import Score
+from ..registry import Score, ratio
 
 LETTERS = "ABCDEFGH"
 LETTER_ANSWER = "\nAnswer with the option's letter from the given choices directly."
@@ -22,4 +24,19 @@ class ChoiceScoring:
         letters = LETTERS[:len(choices)] if choices else LETTERS[:4]
         letter = option_letter(answer, letters, choices=choices or None)
         right = letter == target
-        return Score(letter, right, {"correct": float(right)})
+        return Score(letter, right, {"correct": float(right), **self.group_stats(meta, right)})
+
+    def group_stats(self, meta, right: bool) -> dict[str, float]:
+        """Extra per-sample stats (e.g. :func:`group_counts` of the sample's source)."""
+        return {}
+
+
+def group_counts(group: str, right: bool) -> dict[str, float]:
+    """Per-sample stats from which :func:`group_accuracy` gives the accuracy within ``group``."""
+    return {f"n_{group}": 1.0, f"right_{group}": float(right)}
+
+
+def group_accuracy(stats, group: str) -> np.ndarray:
+    """Accuracy within ``group`` (NaN where a resample holds none of it; a group absent from a run counts 0)."""
+    zeros = np.zeros_like(stats["correct"])
+    return ratio(stats.get(f"right_{group}", zeros), stats.get(f"n_{group}", zeros), np.nan)

@@ -6,17 +6,15 @@ Hub: ``nyu-visionx/CV-Bench`` (split ``test``; columns idx, type, task, image, q
 
 from __future__ import annotations
 
-import numpy as np
-
 from ...scoring.choice import CVBENCH_2D_SOURCES, CVBENCH_3D_SOURCES, option_letter
-from ..registry import Benchmark, Sample, Score, ratio, register
-from ._choice import LETTER_ANSWER, LETTERS
+from ..registry import Benchmark, Sample, register
+from ._choice import LETTER_ANSWER, LETTERS, ChoiceScoring, group_accuracy, group_counts
 
 SOURCES = CVBENCH_2D_SOURCES + CVBENCH_3D_SOURCES
 
 
 @register("cvbench")
-class CVBench(Benchmark):
+class CVBench(ChoiceScoring, Benchmark):
     description = "CV-Bench 2D / 3D / overall"
     default_data = "nyu-visionx/CV-Bench"
     subsets = ("2D", "3D")
@@ -38,15 +36,11 @@ class CVBench(Benchmark):
                       image_id=row.text("filename", default=""), question=prompt,
                       meta={"choices": choices, "source": source})
 
-    def score(self, target, answer, meta) -> Score:
-        letter = option_letter(answer, LETTERS[:len(meta["choices"])], choices=meta["choices"])
-        right = letter == target
-        source = meta["source"]
-        return Score(letter, right, {"correct": float(right), f"n_{source}": 1.0, f"right_{source}": float(right)})
+    def group_stats(self, meta, right: bool) -> dict[str, float]:
+        return group_counts(meta["source"], right)
 
     def metrics(self, stats):
-        zeros = np.zeros_like(stats["correct"])
-        out = {s: ratio(stats.get(f"right_{s}", zeros), stats.get(f"n_{s}", zeros), np.nan) for s in SOURCES}
+        out = {s: group_accuracy(stats, s) for s in SOURCES}
         out["2d"] = sum(out[s] for s in CVBENCH_2D_SOURCES) / len(CVBENCH_2D_SOURCES)
         out["3d"] = sum(out[s] for s in CVBENCH_3D_SOURCES) / len(CVBENCH_3D_SOURCES)
         out["overall"] = (out["2d"] + out["3d"]) / 2

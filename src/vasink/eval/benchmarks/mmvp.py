@@ -10,14 +10,14 @@ from __future__ import annotations
 import re
 
 from ...scoring import option_letter
-from ..registry import Benchmark, Sample, Score, ratio, register
-from ._choice import LETTER_ANSWER
+from ..registry import Benchmark, Sample, ratio, register
+from ._choice import LETTER_ANSWER, ChoiceScoring
 
 _OPTION = re.compile(r"\(([a-zA-Z])\)\s*(.*?)\s*(?=\([a-zA-Z]\)|$)")
 
 
 @register("mmvp")
-class MMVP(Benchmark):
+class MMVP(ChoiceScoring, Benchmark):
     description = "MMVP, pair accuracy over 150 pairs"
     default_data = "lmms-lab-eval/MMVP"
     default_split = "train"
@@ -43,9 +43,8 @@ class MMVP(Benchmark):
                       image_id=str(index), question=text, meta={"choices": choices, "pair": (index - 1) // 2},
                       source_id=str(index))
 
-    def score(self, target, answer, meta) -> Score:
-        letter = option_letter(answer, "AB", choices=meta["choices"])
-        return Score(letter, letter == target, {"correct": float(letter == target), "n": 1.0})
+    def group_stats(self, meta, right: bool) -> dict[str, float]:
+        return {"n": 1.0}  # per pair: both questions right
 
     def unit_of(self, record) -> str:
         return f"pair{int(record['id']) - 1 >> 1}"

@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from ...organism import scenes as scene_lib
-from ...scoring import chair, option_letter
+from ...scoring import chair
 from ..registry import Benchmark, Sample, Score, ratio, register
+from ._choice import ChoiceScoring, group_accuracy, group_counts
 from .pope import PopeScoring
 
 SPLIT = "test"
@@ -80,7 +81,7 @@ class OrganismAttribute(_OrganismBenchmark):
 
 
 @register("organism-cvbench")
-class OrganismCVBench(_OrganismBenchmark):
+class OrganismCVBench(ChoiceScoring, _OrganismBenchmark):
     description = "organism scenes: counting and spatial relation as multiple choice"
     subsets = ("count", "spatial")
     families = {"counting": "count", "spatial": "spatial"}
@@ -89,24 +90,15 @@ class OrganismCVBench(_OrganismBenchmark):
     def make_sample(self, scene, question, answer, subset) -> Sample:
         choices = CHOICES[subset]
         return Sample(id="", prompt=question, target=LETTERS[choices.index(answer)], subset=subset,
-                      question=question, meta={"choices": choices})
+                      question=question, meta={"choices": choices, "task": subset})
 
-    def score(self, target, answer, meta) -> Score:
-        choices = meta["choices"]
-        letter = option_letter(answer, LETTERS[:len(choices)], choices=choices)
-        right = letter == target
-        task = "count" if len(choices) > 2 else "spatial"
-        return Score(letter, right, {"correct": float(right), f"{task}_n": 1.0, f"{task}_right": float(right)})
+    def group_stats(self, meta, right: bool) -> dict[str, float]:
+        return group_counts(meta["task"], right)
 
     def metrics(self, stats):
-        count = ratio(stats.get("count_right", _zeros(stats)), stats.get("count_n", _zeros(stats)), np.nan)
-        spatial = ratio(stats.get("spatial_right", _zeros(stats)), stats.get("spatial_n", _zeros(stats)), np.nan)
+        count, spatial = group_accuracy(stats, "count"), group_accuracy(stats, "spatial")
         return {"accuracy": stats["correct"].mean(-1), "count": count, "spatial": spatial,
                 "overall": (count + spatial) / 2}
-
-
-def _zeros(stats):
-    return np.zeros_like(stats["correct"])
 
 
 @register("organism-chair")
