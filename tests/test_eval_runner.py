@@ -293,3 +293,20 @@ def test_unknown_sink_dims_fail_before_anything_is_generated(tmp_path, loaded, m
     with pytest.raises(ValueError, match="no known sink dimensions"):
         run_eval(settings(tmp_path / "run", limit=1), loaded=auto)
     assert generated == [] and not (tmp_path / "run" / "records.jsonl").exists()
+
+
+def test_samples_sharing_an_image_decode_it_once():
+    from PIL import Image
+
+    from vasink.eval.registry import Sample
+
+    calls = []
+
+    def decode():
+        calls.append(1)
+        return Image.new("RGB", (8, 8))
+
+    rotations = [Sample(id=f"7-r{r}", prompt="q", target="A", image=decode) for r in range(3)]
+    other = Sample(id="8-r0", prompt="q", target="A", image=lambda: Image.new("RGB", (4, 4)))
+    images = runner.load_images(rotations + [other])
+    assert len(calls) == 1 and images["7-r2"] is images["7-r0"] and images["8-r0"].size == (4, 4)

@@ -38,8 +38,8 @@ class Capture:
     tau: float
     phi: torch.Tensor  # (L, T) float32, on the hidden state entering each layer
     sinks: torch.Tensor  # (L, T) bool: phi > tau; all False in layers 0 and 1 (never searched, SPEC §2)
-    first_token_ratio: torch.Tensor  # (L, D): |x_d| / RMS(x) of the first token entering each layer
-    median_token_ratio: torch.Tensor  # (L, D): the median of the same over the other tokens
+    first_token_ratio: torch.Tensor | None  # (L, D): |x_d| / RMS(x) of the first token entering each layer
+    median_token_ratio: torch.Tensor | None  # (L, D): the median of the same over the other tokens
     query_positions: torch.Tensor  # (R,) long: the rows kept in ``weights`` (every text token)
     weights: torch.Tensor | None  # (L, H, R, K) float32 attention rows of ``query_positions``
     value_gram: torch.Tensor | None  # (L, K, H, H): <W_O^h v^h_j, W_O^g v^g_j> per key token j
@@ -103,12 +103,14 @@ def eager_attention(model: nn.Module):
 
 @torch.no_grad()
 def capture_forward(model: nn.Module, inputs, config: VARConfig, *, var_on: bool = False,
-                    weights: bool = True, values: bool = False, intervention=None) -> Capture:
+                    weights: bool = True, values: bool = False, ratios: bool = False, intervention=None) -> Capture:
     """One forward of ``inputs`` (batch of one) with hooks; see :class:`Capture` for what is kept.
 
     ``var_on``: run with VAR (``config``, reference path) so ``weights`` are VAR's; ``intervention``: a
     weights rule (see ``vasink.enable``) instead. ``values``: also keep the per-token value Gram matrices
     for :func:`vasink.analysis.residual.residual_contributions` (needs ``v_proj`` / ``o_proj`` modules).
+    ``ratios``: also keep every dimension's ``|x_d| / RMS(x)`` of the first and the median token (the sink
+    dimension figure; a median over tokens per layer, so only when asked).
     """
     input_ids, extra_inputs = split_inputs(inputs)
     if input_ids.shape[0] != 1:
@@ -126,9 +128,10 @@ def capture_forward(model: nn.Module, inputs, config: VARConfig, *, var_on: bool
 
     def on_layer_input(layer_idx, hidden):  # hidden (1, T, D)
         phi[layer_idx] = sink_dimension_value(hidden, sink_dims)[0].cpu()
-        ratios = dimension_ratios(hidden[0])  # (T, D)
-        first_ratio[layer_idx] = ratios[0].cpu()
-        median_ratio[layer_idx] = (ratios[1:].median(0).values if len(ratios) > 1 else ratios[0] * 0).cpu()
+        if ratios:
+            per_dim = dimension_ratios(hidden[0])  # (T, D)
+            first_ratio[layer_idx] = per_dim[0].cpu()
+            median_ratio[layer_idx] = (per_dim[1:].median(0).values if len(per_dim) > 1 else per_dim[0] * 0).cpu()
 
     def on_attention(layer_idx, output):
         attn_weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
@@ -174,8 +177,8 @@ def capture_forward(model: nn.Module, inputs, config: VARConfig, *, var_on: bool
     return Capture(
         input_ids=input_ids[0].cpu(), visual=visual, eligible=eligible, sink_dims=tuple(sink_dims), tau=config.tau,
         phi=phi_all, sinks=sinks,
-        first_token_ratio=torch.stack([first_ratio[i] for i in range(num_layers)]),
-        median_token_ratio=torch.stack([median_ratio[i] for i in range(num_layers)]),
+        first_token_ratio=torch.stack([first_ratio[i] for i in range(num_layers)]) if ratios else None,
+        median_token_ratio=torch.stack([median_ratio[i] for i in range(num_layers)]) if ratios else None,
         query_positions=query_positions,
         weights=torch.stack([rows[i] for i in range(num_layers)]) if weights else None,
         value_gram=torch.stack([grams[i] for i in range(num_layers)]) if values else None,

@@ -92,7 +92,7 @@ def attention_drawn(capture: Capture, layer: int) -> dict:
 def analyze_sinks(model, processor, image, question: str, config: VARConfig, out_dir, echo=print) -> Path:
     out_dir = Path(out_dir)
     inputs = build_inputs(processor, image, question, _device(model))
-    capture = capture_forward(model, inputs, config)  # the only forward
+    capture = capture_forward(model, inputs, config, ratios=True)  # the only forward
     grid = image_grids(model, inputs)[0][0]
     shown = processed_image(processor, inputs, image)
     tokens = processor.tokenizer.convert_ids_to_tokens(capture.input_ids.tolist())

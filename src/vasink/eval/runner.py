@@ -155,7 +155,7 @@ def run_eval(settings: EvalSettings, loaded=None, after_batch: Callable[[int], N
     with recmod.RecordWriter(path) as writer, _progress(settings, bench, todo_count) as bar:
         for batch_index, start in enumerate(range(0, len(pending), settings.batch_size)):
             batch = pending[start:start + settings.batch_size]
-            images = {s.id: s.load_image() for s in batch}
+            images = load_images(batch)
             for arm, config in arms.items():
                 todo = [s for s in batch if (s.id, arm) not in done]
                 if not todo:
@@ -169,6 +169,17 @@ def run_eval(settings: EvalSettings, loaded=None, after_batch: Callable[[int], N
                 after_batch(batch_index)
     return {"out": out, "generated": generated, "skipped": len(samples) * len(arms) - todo_count,
             "records_file": path}
+
+
+def load_images(samples: list[Sample]) -> dict:
+    """Sample id -> PIL image; samples that share an image source (MMBench's rotations) decode it once."""
+    by_source, images = {}, {}
+    for s in samples:
+        key = id(s.image) if s.image is not None else s.id
+        if key not in by_source:
+            by_source[key] = s.load_image()
+        images[s.id] = by_source[key]
+    return images
 
 
 def _progress(settings: EvalSettings, bench: Benchmark, total: int):
