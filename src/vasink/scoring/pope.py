@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 _NEGATIONS = frozenset({"no", "not"})
 
 
@@ -54,9 +56,7 @@ def pope_metrics(predictions: Sequence[str], labels: Sequence[str | bool]) -> di
     fp = sum(p and not t for p, t in zip(said_yes, is_yes))
     fn = sum(t and not p for p, t in zip(said_yes, is_yes))
     tn = len(said_yes) - tp - fp - fn
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    precision, recall, f1 = (float(v) for v in precision_recall_f1(tp, fp, fn))
     return {
         "accuracy": (tp + tn) / len(said_yes),
         "precision": precision,
@@ -64,3 +64,15 @@ def pope_metrics(predictions: Sequence[str], labels: Sequence[str | bool]) -> di
         "f1": f1,
         "yes_ratio": sum(said_yes) / len(said_yes),
     }
+
+
+def precision_recall_f1(tp, fp, fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 of the "yes" class from counts (numbers, or arrays such as bootstrap
+    resamples' counts); a rate whose denominator is zero is 0."""
+    tp, fp, fn = (np.asarray(v, dtype=float) for v in (tp, fp, fn))
+
+    def rate(numerator, denominator):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), 0.0)
+
+    precision, recall = rate(tp, tp + fp), rate(tp, tp + fn)
+    return precision, recall, rate(2 * precision * recall, precision + recall)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...scoring import pope_answer
-from ..registry import Benchmark, Sample, Score, ratio, register
+from ...scoring.pope import pope_answer, precision_recall_f1
+from ..registry import Benchmark, Sample, Score, register
 
 SPLITS = ("random", "popular", "adversarial")
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
@@ -31,11 +31,7 @@ class PopeScoring:
             "fn": float(is_yes and not said_yes)})
 
     def metrics(self, stats) -> dict[str, np.ndarray]:
-        tp, fp, fn = stats["tp"], stats["fp"], stats["fn"]
-        precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            f1 = np.where(precision + recall > 0, 2 * precision * recall / np.where(precision + recall > 0,
-                                                                                  precision + recall, 1), 0.0)
+        precision, recall, f1 = precision_recall_f1(*(stats[k].sum(-1) for k in ("tp", "fp", "fn")))  # per resample
         return {"accuracy": stats["correct"].mean(-1), "precision": precision, "recall": recall, "f1": f1,
                 "yes_ratio": stats["yes"].mean(-1)}
 
