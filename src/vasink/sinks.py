@@ -10,11 +10,22 @@ import torch
 RMS_EPS = 1e-6
 
 
-def sink_dimension_value(hidden_states: torch.Tensor, sink_dims: Sequence[int]) -> torch.Tensor:
+def sink_dimension_value(hidden_states: torch.Tensor, sink_dims: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """phi(x) = max_{d in sink_dims} |x[d]| / RMS(x), in float32.
 
     hidden_states: ``[batch, tokens, hidden]`` (or ``[tokens, hidden]``). Returns ``[batch, tokens]``.
     """
+    index = sink_dims if isinstance(sink_dims, torch.Tensor) else sink_dim_index(sink_dims, hidden_states)
+    hidden_size = hidden_states.shape[-1]
+    # float32 accumulation without a float32 copy of the whole hidden state (a per-layer cost at prefill)
+    squares = torch.linalg.vector_norm(hidden_states, dim=-1, dtype=torch.float32).pow(2)  # (B, T)
+    rms = torch.sqrt(squares / hidden_size + RMS_EPS)
+    return hidden_states.index_select(-1, index).float().abs().amax(-1) / rms
+
+
+def sink_dim_index(sink_dims: Sequence[int], hidden_states: torch.Tensor) -> torch.Tensor:
+    """``sink_dims`` checked against the hidden size, as an index tensor on the hidden states' device (callers
+    that compute phi at every layer make it once)."""
     hidden_size = hidden_states.shape[-1]
     dims = list(sink_dims)
     if not dims:
@@ -22,10 +33,7 @@ def sink_dimension_value(hidden_states: torch.Tensor, sink_dims: Sequence[int]) 
     bad = [d for d in dims if not 0 <= d < hidden_size]
     if bad:
         raise ValueError(f"sink_dims {bad} out of range for hidden size {hidden_size} (valid: 0..{hidden_size - 1})")
-    x = hidden_states.float()
-    rms = torch.sqrt(x.pow(2).mean(-1) + RMS_EPS)  # (B, T)
-    index = torch.tensor(dims, device=x.device)
-    return x.index_select(-1, index).abs().amax(-1) / rms
+    return torch.tensor(dims, device=hidden_states.device)
 
 
 def dimension_ratios(hidden_states: torch.Tensor) -> torch.Tensor:

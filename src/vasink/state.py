@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import VARConfig
 from .models import ModelAdapter
-from .sinks import sink_dimension_value
+from .sinks import sink_dim_index, sink_dimension_value
 
 
 @dataclass
@@ -90,6 +90,7 @@ class VARState:
         self.num_layers = len(adapter.decoder_layers(model))
         self.modified_layers = frozenset(config.modified_layers(self.num_layers))
         self.record_phi = record_phi
+        self.sink_index: torch.Tensor | None = None  # sink_dims as an index tensor on the layers' device
         self.reset()
 
     def reset(self) -> None:
@@ -171,7 +172,9 @@ class VARState:
                 f"{self.valid_keys.shape[1]}: this model expands placeholders inside forward; its adapter must "
                 "describe the decoder's token positions (see the vasink.models docstring)"
             )
-        phi = sink_dimension_value(hidden_states, self.sink_dims)  # (B, T)
+        if self.sink_index is None or self.sink_index.device != hidden_states.device:
+            self.sink_index = sink_dim_index(self.sink_dims, hidden_states)  # once per device, not per layer
+        phi = sink_dimension_value(hidden_states, self.sink_index)  # (B, T)
         self.sinks[layer_idx] = (phi > self.config.tau) & self.valid_keys
         self.has_visual_sink[layer_idx] = bool((self.sinks[layer_idx] & self.visual.prefill).any())
         if self.record_phi:
