@@ -7,9 +7,9 @@ ocr_tokens). Local: LLaVA's question JSONL with an ``answers`` list.
 
 from __future__ import annotations
 
-from ..registry import Benchmark, Sample, register
+from ..registry import Benchmark, register
 from .pope import SHORT_ANSWER
-from .vqav2 import VqaScoring, answers_of
+from .vqav2 import VqaScoring
 
 
 @register("textvqa")
@@ -19,9 +19,3 @@ class TextVQA(VqaScoring, Benchmark):
     default_split = "validation"
     prompt_suffix = SHORT_ANSWER
     max_new_tokens = 128
-
-    def sample_from_row(self, row) -> Sample:
-        question = row.text("question", "text")
-        return Sample(id=row.text("question_id"), prompt=self.make_prompt(question),
-                      target=answers_of(row, "answers"), image=row.image("image"),
-                      image_id=row.text("image_id", default=""), question=question)

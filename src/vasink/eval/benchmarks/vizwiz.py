@@ -6,9 +6,9 @@ LLaVA's prompt asks for "Unanswerable" when the image does not tell.
 
 from __future__ import annotations
 
-from ..registry import Benchmark, Sample, register
+from ..registry import Benchmark, register
 from .pope import SHORT_ANSWER
-from .vqav2 import VqaScoring, answers_of
+from .vqav2 import VqaScoring
 
 UNANSWERABLE = "\nWhen the provided information is insufficient, respond with 'Unanswerable'."
 
@@ -20,9 +20,5 @@ class VizWiz(VqaScoring, Benchmark):
     default_split = "val"
     prompt_suffix = UNANSWERABLE + SHORT_ANSWER
     max_new_tokens = 128
-
-    def sample_from_row(self, row) -> Sample:
-        question = row.text("question", "text")
-        return Sample(id=row.text("question_id"), prompt=self.make_prompt(question),
-                      target=answers_of(row, "answers"), image=row.image("image"),
-                      subset=row.text("category", default=""), image_id=row.text("question_id"), question=question)
+    subset_column = "category"
+    image_id_column = "question_id"  # VizWiz names images by question

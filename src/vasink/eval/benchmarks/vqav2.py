@@ -14,8 +14,19 @@ from .pope import SHORT_ANSWER
 
 
 class VqaScoring:
+    """Open-ended questions with ten human answers (VQAv2's format, also TextVQA and VizWiz)."""
+
     correct_metric = None  # VQA accuracy is a fraction per question, not right/wrong
     metric_name = "vqa_accuracy"
+    subset_column: str | None = None  # the column the report breaks results down by
+    image_id_column = "image_id"
+
+    def sample_from_row(self, row) -> Sample:
+        question = row.text("question", "text")
+        return Sample(id=row.text("question_id"), prompt=self.make_prompt(question),
+                      target=answers_of(row, "answers"), image=row.image("image"),
+                      subset=row.text(self.subset_column, default="") if self.subset_column else "",
+                      image_id=row.text(self.image_id_column, default=""), question=question)
 
     def score(self, target, answer, meta) -> Score:
         value = vqa_accuracy(answer, target)
@@ -45,10 +56,4 @@ class VQAv2(VqaScoring, Benchmark):
     subsets = ("yes/no", "number", "other")
     prompt_suffix = SHORT_ANSWER
     max_new_tokens = 128
-
-    def sample_from_row(self, row) -> Sample:
-        question = row.text("question", "text")
-        return Sample(id=row.text("question_id"), prompt=self.make_prompt(question),
-                      target=answers_of(row, "answers"), image=row.image("image"),
-                      subset=row.text("answer_type", default=""), image_id=row.text("image_id", default=""),
-                      question=question)
+    subset_column = "answer_type"
