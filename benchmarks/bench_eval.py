@@ -3,7 +3,7 @@
     python benchmarks/bench_eval.py [--device cpu|cuda] [--samples 192] [--repeats 3] [--json PATH]
 
 1. Harness overhead: ``run_eval`` with ``--var off`` at batch 32 (sample loading, scoring, JSONL records
-   flushed and fsynced per batch, progress bar) against a bare loop over the same batches that builds
+   flushed per batch, progress bar) against a bare loop over the same batches that builds
    the inputs with the processor, calls ``model.generate`` and decodes. Target: at most 1.15x.
 2. Batching: per-sample time of ``run_eval`` at batch 1 against batch 32. Target: batch 32 at least 4x
    faster per sample.

@@ -33,6 +33,7 @@ import torch
 
 from ..attention import var_rule
 from ..config import VARConfig
+from ..eval.stats import paired_bootstrap
 from ..redistribute import redistribute
 
 TINY = torch.finfo(torch.float32).tiny
@@ -169,8 +170,7 @@ def paired_difference(condition: np.ndarray, base: np.ndarray, resamples: int = 
     if condition.shape != base.shape or condition.ndim != 1 or len(base) == 0:
         raise ValueError("paired_difference needs two equal-length, non-empty 1-d arrays")
     diff = condition - base
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(-1)
-    low, high = np.percentile(means, [2.5, 97.5])
+    low, high = paired_bootstrap(lambda s: {"mean": s["v"].mean(-1)}, {"v": base}, {"v": condition},
+                                 resamples=resamples, seed=seed)["mean"]
     return {"accuracy": float(condition.mean()), "base_accuracy": float(base.mean()), "delta": float(diff.mean()),
             "ci95": [float(low), float(high)], "changed": int((condition != base).sum()), "n": int(len(diff))}

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers import LlavaForConditionalGeneration
 
-from . import build, data, scenes
+from . import build, data, measure, scenes
 
 
 @dataclass
@@ -191,10 +191,6 @@ def _save_state(path: Path, model, optimizer, step: int, elapsed: float) -> None
 def monitor(model, encoder: data.Encoder, monitor_scenes, image: bool) -> dict:
     """Measure (never train on) the sink: BOS's largest dims and phi per layer, phi of the median text
     token and of visual tokens on BOS's dims, and attention from the answer-side text to BOS / visual."""
-    was_training = model.training
-    model.eval()
-    impl = model.config.text_config._attn_implementation
-    model.set_attn_implementation("eager")
     rows, answers = [], []
     for scene in monitor_scenes:
         q = scene.questions[len(rows) % len(scene.questions)]
@@ -208,10 +204,14 @@ def monitor(model, encoder: data.Encoder, monitor_scenes, image: bool) -> dict:
         input_ids[r, width - len(ids):] = torch.tensor(ids)
         mask[r, width - len(ids):] = 1
     kwargs = {"pixel_values": data.pixels([s.image for s in monitor_scenes])} if image else {}
-    out = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True,
-                output_attentions=True, **kwargs)
-    model.set_attn_implementation(impl)
-    model.train(was_training)
+    was_training = model.training
+    model.eval()
+    try:
+        with measure.eager(model):  # restores the attention implementation even if the forward fails
+            out = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True,
+                        output_attentions=True, **kwargs)
+    finally:
+        model.train(was_training)
     hs = out.hidden_states  # (L+1) x (B, T, D); hs[l] enters layer l
     first_word_acc = (out.logits[:, -1].argmax(-1) == torch.tensor(answers)).float().mean().item()
     bos_pos = (mask.cumsum(1) == 1) & (mask == 1)
