@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .config import PRESETS
+
 
 def add_commands(commands) -> None:
     sinks = commands.add_parser("sinks", help="phi per token and layer, sink dimensions, visual sinks on the image")
@@ -49,7 +51,7 @@ def _model_options(parser, out_default: str) -> None:
     parser.add_argument("--model", default="organism",
                         help="'organism' (the shipped model, default), or a local folder / hub id of a LLaVA model")
     parser.add_argument("--out", default=out_default, help=f"output folder (default: {out_default})")
-    parser.add_argument("--preset", choices=("general", "hallucination", "vision-centric"), default=None,
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="VAR preset (rho); default: the model's own config")
     parser.add_argument("--tau", type=float, default=None, help="phi threshold (default: the model's)")
     parser.add_argument("--sink-dims", type=_int_list, default=None,

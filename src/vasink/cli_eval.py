@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from .config import PRESETS
+
 
 def _known() -> str:
     from .eval.registry import known_benchmarks
@@ -15,7 +17,7 @@ def _add_run_arguments(parser, var_flags: bool = True) -> None:
     parser.add_argument("--model", default="organism",
                         help="'organism' (default), or a local path / hub id of a supported model")
     parser.add_argument("--bench", required=True, help=f"benchmark NAME or NAME:SUBSET; one of {_known()}")
-    parser.add_argument("--preset", choices=("general", "hallucination", "vision-centric"), default=None,
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="VAR preset (default: the benchmark's)")
     if var_flags:
         parser.add_argument("--var", choices=("off", "on", "both"), default="both",

@@ -29,7 +29,6 @@ import numpy as np
 
 _REGISTRY: dict[str, type["Benchmark"]] = {}
 
-VAR_PRESETS = ("general", "hallucination", "vision-centric")
 
 
 def prompt_hash(prompt: str) -> str:
