@@ -197,6 +197,35 @@ def test_score_command_scores_llava_answers(tmp_path, capsys):
     assert "overall: accuracy=0.75" in capsys.readouterr().out
 
 
+def test_score_command_on_vasink_records_scores_one_arm(tmp_path, capsys):
+    """A records file holds one line per (sample, arm): score the arm chosen, refuse to mix them."""
+    from vasink.eval.registry import get_benchmark
+
+    samples = get_benchmark("pope").load(str(fx.FIXTURES / "pope_llava.jsonl"), None, None, None)
+    answers = {"base": "yes", "var": "no"}
+    records = tmp_path / "records.jsonl"
+    records.write_text("".join(json.dumps({"id": s.id, "arm": arm, "raw": text}) + "\n"
+                               for s in samples for arm, text in answers.items()))
+    bench = ["score", "--bench", "pope", "--data", str(fx.FIXTURES / "pope_llava.jsonl"), "--answers", str(records)]
+    assert main(bench) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--arm" in err and "base, var" in err
+    for arm, text in answers.items():
+        out = tmp_path / f"{arm}.json"
+        assert main(bench + ["--arm", arm, "--out", str(out)]) == 0
+        result = json.loads(out.read_text())
+        expected = sum(s.target == text for s in samples) / len(samples)
+        assert result["n"] == len(samples) and result["metrics"]["overall"]["accuracy"] == pytest.approx(expected)
+        assert all(v <= 1 for scope in result["metrics"].values() for k, v in scope.items() if k != "n")
+    assert main(bench + ["--arm", "vra"]) == 2
+    assert "its arms: base, var" in capsys.readouterr().err
+    doubled = tmp_path / "doubled.jsonl"  # one arm, an id twice: refused, not counted twice
+    doubled.write_text(records.read_text().replace('"var"', '"base"'))
+    assert main(["score", "--bench", "pope", "--data", str(fx.FIXTURES / "pope_llava.jsonl"),
+                 "--answers", str(doubled)]) == 2
+    assert "more than once" in capsys.readouterr().err
+
+
 ORGANISM = Path(loading.__file__).parent.parent / "organism" / "checkpoint"
 
 

@@ -3,6 +3,9 @@
 Answers are JSONL: LLaVA's format (``question_id``, ``text``) or vasink's records (``id``, ``raw``). Each
 answer is matched to the benchmark's sample with that id, or with the dataset's own question id
 (``Benchmark.answer_key``: MME adds the question, MMBench the round).
+
+A vasink records file holds one line per (sample, arm): one arm is scored (``arm=``, ``--arm``); a file with
+several arms and no arm chosen is refused, and so is an id answered twice, so no sample counts twice.
 """
 
 from __future__ import annotations
@@ -35,7 +38,30 @@ def read_answers(path: Path) -> list[tuple[dict, str]]:
     return out
 
 
-def score_answers(bench_spec: str, answers: str | Path, data: str | None = None, images: str | None = None) -> dict:
+def select_arm(rows: list[tuple[dict, str]], arm: str | None, path) -> list[tuple[dict, str]]:
+    """The answers of one arm of a vasink records file (rows without ``arm``: LLaVA's answers, kept as they are)."""
+    arms = sorted({str(row["arm"]) for row, _ in rows if "arm" in row})
+    if arm is not None:
+        if arm not in arms:
+            found = f"its arms: {', '.join(arms)}" if arms else "it has no 'arm' field (not a vasink records file)"
+            raise ValueError(f"--arm {arm}: {path} has no answers of arm {arm!r} ({found})")
+        return [(row, text) for row, text in rows if str(row.get("arm")) == arm]
+    if len(arms) > 1:
+        raise ValueError(f"{path} holds the answers of {len(arms)} arms ({', '.join(arms)}): "
+                         f"choose one with --arm, e.g. --arm {arms[-1]}")
+    return rows
+
+
+def _refuse_duplicates(keys: list[str], path) -> None:
+    repeated = sorted(k for k, n in Counter(keys).items() if n > 1)
+    if repeated:
+        raise ValueError(f"{path}: {len(repeated)} answer id(s) appear more than once, e.g. {repeated[0]!r} "
+                         f"(each sample is scored once)")
+
+
+def score_answers(bench_spec: str, answers: str | Path, data: str | None = None, images: str | None = None,
+                  arm: str | None = None) -> dict:
+    """Scores of one answers file; ``arm``: the arm to score in a vasink records file with several."""
     name, subset = parse_bench(bench_spec)
     bench = get_benchmark(name)
     bench.judge_check()
@@ -43,8 +69,9 @@ def score_answers(bench_spec: str, answers: str | Path, data: str | None = None,
     source_counts = Counter(s.source_id for s in samples if s.source_id)
     by_key = {s.source_id: s for s in samples if s.source_id and source_counts[s.source_id] == 1}
     by_key.update({s.id: s for s in samples})
+    rows = select_arm(read_answers(Path(answers)), arm, answers)
     records, unknown = [], []
-    for row, text in read_answers(Path(answers)):
+    for row, text in rows:
         key = bench.answer_key(row)
         sample = by_key.get(key)
         if sample is None:
@@ -56,5 +83,6 @@ def score_answers(bench_spec: str, answers: str | Path, data: str | None = None,
                          f"{', '.join(unknown[:10])}")
     if not records:
         raise ValueError(f"{answers}: no answers")
-    return {"benchmark": name, "subset": subset, "answers": str(answers), "n": len(records),
+    _refuse_duplicates([r["id"] for r in records], answers)
+    return {"benchmark": name, "subset": subset, "answers": str(answers), "arm": arm, "n": len(records),
             "missing": len(samples) - len(records), "metrics": arm_metrics(bench, records)}

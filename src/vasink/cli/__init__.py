@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("vasink.cli_core", "vasink.cli_eval", "vasink.cli_analysis")
+COMMAND_MODULES = ("vasink.cli.core", "vasink.cli.eval", "vasink.cli.analysis")
 
 
 def build_parser() -> argparse.ArgumentParser:

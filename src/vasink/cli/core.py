@@ -21,14 +21,14 @@ def add_commands(commands) -> None:
 
 
 def run_demo_command(args) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     run_demo(args.out, num_scenes=args.scenes, seed=args.seed)
     return 0
 
 
 def run_train_command(args) -> int:
-    from .organism.train import train
+    from ..organism.train import train
 
     kwargs = {"seed": args.seed, "resume": not args.fresh}
     if args.minutes is not None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from .config import PRESETS
+from ..config import PRESETS
 
 
 def _known() -> str:
-    from .eval.registry import known_benchmarks
+    from ..eval.registry import known_benchmarks
 
     return ", ".join(known_benchmarks())
 
@@ -58,6 +58,8 @@ def add_commands(commands) -> None:
     score = commands.add_parser("score", help="score an answers file made elsewhere")
     score.add_argument("--bench", required=True, help=f"benchmark NAME or NAME:SUBSET; one of {_known()}")
     score.add_argument("--answers", required=True, help="JSONL answers: LLaVA's (question_id, text) or vasink records")
+    score.add_argument("--arm", default=None,
+                       help="with vasink records: the arm to score, e.g. base or var (needed when the file has several)")
     score.add_argument("--data", default=None, help="dataset id or local question file (default: the benchmark's)")
     score.add_argument("--images", default=None, help="image folder for local question files")
     score.add_argument("--out", default=None, help="also write the scores to this JSON file")
@@ -65,7 +67,7 @@ def add_commands(commands) -> None:
 
 
 def _settings(args, **extra):
-    from .eval.runner import EvalSettings, parse_shard
+    from ..eval.runner import EvalSettings, parse_shard
 
     sink_dims = tuple(int(d) for d in args.sink_dims.split(",")) if args.sink_dims else None
     return EvalSettings(bench=args.bench, model=args.model, preset=args.preset, limit=args.limit, sink_dims=sink_dims,
@@ -74,7 +76,7 @@ def _settings(args, **extra):
 
 
 def _finish(args, summary) -> int:
-    from .eval.report import build_report
+    from ..eval.report import build_report
 
     print(f"{summary['generated']} answers generated, {summary['skipped']} already done; "
           f"records: {summary['records_file']}")
@@ -90,13 +92,13 @@ def _finish(args, summary) -> int:
 
 
 def run_eval_command(args) -> int:
-    from .eval.runner import run_eval
+    from ..eval.runner import run_eval
 
     return _finish(args, run_eval(_settings(args, var=args.var, rho=args.rho, p=args.p, tau=args.tau)))
 
 
 def run_sweep_command(args) -> int:
-    from .eval.sweep import parse_grid, run_sweep
+    from ..eval.sweep import parse_grid, run_sweep
 
     summary = run_sweep(_settings(args), parse_grid(args.rho, None), parse_grid(args.p, None),
                         parse_grid(args.tau, None))
@@ -106,7 +108,7 @@ def run_sweep_command(args) -> int:
 def run_report_command(args) -> int:
     from pathlib import Path
 
-    from .eval.report import build_report
+    from ..eval.report import build_report
 
     build_report(args.out, resamples=args.resamples)
     print((Path(args.out) / "report.md").read_text())
@@ -114,9 +116,9 @@ def run_report_command(args) -> int:
 
 
 def run_score_command(args) -> int:
-    from .eval.score import score_answers
+    from ..eval.score import score_answers
 
-    result = score_answers(args.bench, args.answers, args.data, args.images)
+    result = score_answers(args.bench, args.answers, args.data, args.images, arm=args.arm)
     for scope, metrics in result["metrics"].items():
         print(f"{scope}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     if result["missing"]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import PRESETS
+from ..config import PRESETS
 
 
 def add_commands(commands) -> None:
@@ -77,8 +77,8 @@ def _bench_options(parser) -> None:
 
 
 def _load(args):
-    from .analysis.samples import load_model
-    from .config import VARConfig
+    from ..analysis.samples import load_model
+    from ..config import VARConfig
 
     model, processor, config = load_model(args.model, device=args.device)
     if config is None:
@@ -91,7 +91,7 @@ def _load(args):
 
 
 def _image_and_question(args):
-    from .analysis.samples import open_image
+    from ..analysis.samples import open_image
 
     if args.image is not None:
         if not args.question:
@@ -99,7 +99,7 @@ def _image_and_question(args):
         return open_image(args.image), args.question
     if args.model != "organism":
         raise ValueError("--image is required for a model other than the organism: pass --image PATH --question TEXT")
-    from .organism import scenes
+    from ..organism import scenes
 
     if args.scene < 0:
         raise ValueError(f"--scene must be 0 or more, got {args.scene}")
@@ -108,7 +108,7 @@ def _image_and_question(args):
 
 
 def run_sinks(args) -> int:
-    from .analysis.runs import analyze_sinks
+    from ..analysis.runs import analyze_sinks
 
     image, question = _image_and_question(args)
     model, processor, config = _load(args)
@@ -117,7 +117,7 @@ def run_sinks(args) -> int:
 
 
 def run_attention(args) -> int:
-    from .analysis.runs import analyze_attention
+    from ..analysis.runs import analyze_attention
 
     image, question = _image_and_question(args)
     model, processor, config = _load(args)
@@ -127,8 +127,8 @@ def run_attention(args) -> int:
 
 
 def run_heads(args) -> int:
-    from .analysis.runs import analyze_heads
-    from .analysis.samples import load_samples
+    from ..analysis.runs import analyze_heads
+    from ..analysis.samples import load_samples
 
     samples = load_samples(args.bench, args.limit, args.seed)
     model, processor, config = _load(args)
@@ -137,9 +137,9 @@ def run_heads(args) -> int:
 
 
 def run_ablate(args) -> int:
-    from .analysis.ablations import DEFAULT_ABLATIONS
-    from .analysis.runs import analyze_ablations
-    from .analysis.samples import load_samples
+    from ..analysis.ablations import DEFAULT_ABLATIONS
+    from ..analysis.runs import analyze_ablations
+    from ..analysis.samples import load_samples
 
     samples = load_samples(args.bench, args.limit, args.seed)
     model, processor, config = _load(args)
