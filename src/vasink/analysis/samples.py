@@ -61,8 +61,12 @@ def open_image(path: str | Path):
     if not path.is_file():
         raise FileNotFoundError(f"image file {str(path)!r} not found: pass --image with the path of an existing "
                                 "image file (PNG, JPEG ...)")
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as error:  # PIL's UnidentifiedImageError, a truncated file
+        raise ValueError(f"--image {path}: not a readable image ({type(error).__name__}: an empty or corrupt "
+                         f"file, or a format PIL cannot open)") from None
 
 
 def first_word(answer: str) -> str:

@@ -1,7 +1,9 @@
 """The ``vasink`` command line.
 
 Each command group lives in its own module with ``add_commands(subparsers)``, which adds its parsers and
-sets ``func(args) -> int`` on each; this file only collects them (``COMMAND_MODULES``).
+sets ``func(args) -> int`` on each; this file only collects them (``COMMAND_MODULES``) and turns a user's
+mistake into one line on stderr (:mod:`vasink.cli.errors`). Nothing heavy (torch, transformers,
+matplotlib) is imported before a command runs, so ``vasink --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -10,25 +12,35 @@ import argparse
 import importlib
 import sys
 
+from .. import __version__
+from . import errors
+
 COMMAND_MODULES = ("vasink.cli.core", "vasink.cli.eval", "vasink.cli.analysis")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake said in one line (the flag and the fix) instead of usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vasink", description="Visual attention sinks and VAR for multimodal LLMs")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="vasink", description="Visual attention sinks and VAR for multimodal LLMs")
+    parser.add_argument("--version", action="version", version=f"vasink {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(commands)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"vasink: error: {message}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, a usage mistake: argparse has printed what it had to say
+        return exit_.code if isinstance(exit_.code, int) else 2
+    with errors.one_line_warnings():
+        return errors.run(args)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ..config import PRESETS
+from .flags import int_list as _int_list
+from .flags import non_negative_int, non_negative_int_list, positive_int
 
 
 def add_commands(commands) -> None:
@@ -14,9 +16,9 @@ def add_commands(commands) -> None:
     attention = commands.add_parser("attention", help="text-to-image attention before and after VAR")
     _model_options(attention, "vasink-attention")
     _image_options(attention)
-    attention.add_argument("--layers", type=_int_list, default=None,
+    attention.add_argument("--layers", type=non_negative_int_list, default=None,
                            help="decoder layers, e.g. 2,3 (default: the layers VAR may modify)")
-    attention.add_argument("--heads", type=_int_list, default=None,
+    attention.add_argument("--heads", type=non_negative_int_list, default=None,
                            help="query heads, one panel each (default: the mean over all heads)")
     attention.add_argument("--query", type=_int_list, default=[-1],
                            help="query token positions, negative from the end, e.g. --query=-1,-3 (default: -1, the last token)")
@@ -30,21 +32,12 @@ def add_commands(commands) -> None:
     ablate = commands.add_parser("ablate", help="the paper's ablations (sink masking, no head test, budget target)")
     _model_options(ablate, "vasink-ablate")
     _bench_options(ablate)
-    ablate.add_argument("--seeds", type=_int_list, default=[0, 1, 2], help="random-mask seeds (default: 0,1,2)")
+    ablate.add_argument("--seeds", type=non_negative_int_list, default=[0, 1, 2], help="random-mask seeds (default: 0,1,2)")
     ablate.add_argument("--ablations", type=lambda s: [x for x in s.split(",") if x], default=None,
                         help="subset of conditions, comma-separated (default: all)")
     ablate.add_argument("--base-records", default=None,
                         help="a vasink eval --out folder: reuse its base answers for the same samples")
     ablate.set_defaults(func=run_ablate)
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        import argparse
-
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,3 — got {text!r}") from None
 
 
 def _model_options(parser, out_default: str) -> None:
@@ -54,7 +47,7 @@ def _model_options(parser, out_default: str) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="VAR preset (rho); default: the model's own config")
     parser.add_argument("--tau", type=float, default=None, help="phi threshold (default: the model's)")
-    parser.add_argument("--sink-dims", type=_int_list, default=None,
+    parser.add_argument("--sink-dims", type=non_negative_int_list, default=None,
                         help="sink dimensions, comma-separated (default: the known table or the organism's)")
     parser.add_argument("--p", type=float, default=None, help="fraction of sink attention VAR removes")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -63,16 +56,16 @@ def _model_options(parser, out_default: str) -> None:
 def _image_options(parser) -> None:
     parser.add_argument("--image", default=None, help="image file (default with the organism: a test scene)")
     parser.add_argument("--question", default=None, help="question about the image")
-    parser.add_argument("--scene", type=int, default=0,
+    parser.add_argument("--scene", type=non_negative_int, default=0,
                         help="with the organism and no --image: which test scene (default: 0)")
 
 
 def _bench_options(parser) -> None:
     parser.add_argument("--bench", default="organism-pope",
                         help="question set: organism-pope (default), organism-vqa, ... or a vasink.eval benchmark")
-    parser.add_argument("--limit", type=int, default=50,
+    parser.add_argument("--limit", type=positive_int, default=50,
                         help="number of samples, per subset for vasink.eval benchmarks with subsets (default: 50)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="scene seed of the sets drawn here (organism-counting, -spatial, -vqa)")
 
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from .flags import non_negative_int, positive_float, positive_int
+
 
 def add_commands(commands) -> None:
     demo = commands.add_parser("demo", help="run the shipped organism on a few scenes, VAR off and on")
     demo.add_argument("--out", default="vasink-demo", help="folder for the figures (default: vasink-demo)")
-    demo.add_argument("--scenes", type=int, default=4, help="number of test scenes (default: 4)")
-    demo.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
+    demo.add_argument("--scenes", type=positive_int, default=4, help="number of test scenes (default: 4)")
+    demo.add_argument("--seed", type=non_negative_int, default=0, help="scene seed (default: 0)")
     demo.set_defaults(func=run_demo_command)
 
     organism = commands.add_parser("organism", help="the shipped small model")
     organism_commands = organism.add_subparsers(dest="organism_command", required=True)
     train = organism_commands.add_parser("train", help="reproduce the shipped checkpoint from a seed")
     train.add_argument("--out", required=True, help="output folder for the checkpoint and training log")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--minutes", type=float, default=None, help="override the time budget of the recipe")
+    train.add_argument("--seed", type=non_negative_int, default=0)
+    train.add_argument("--minutes", type=positive_float, default=None, help="stop after this many minutes (run again to resume)")
     train.add_argument("--fresh", action="store_true", help="start over instead of resuming from --out's checkpoint")
     train.set_defaults(func=run_train_command)
 
@@ -30,8 +32,5 @@ def run_demo_command(args) -> int:
 def run_train_command(args) -> int:
     from ..organism.train import train
 
-    kwargs = {"seed": args.seed, "resume": not args.fresh}
-    if args.minutes is not None:
-        kwargs["minutes"] = args.minutes
-    train(args.out, **kwargs)
+    train(args.out, seed=args.seed, minutes=args.minutes, resume=not args.fresh)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ..config import PRESETS
+from .flags import non_negative_int_list, positive_int
 
 
 def _known() -> str:
@@ -25,17 +26,17 @@ def _add_run_arguments(parser, var_flags: bool = True) -> None:
         parser.add_argument("--rho", type=float, default=None, help="override the preset's rho")
         parser.add_argument("--p", type=float, default=None, help="fraction of sink attention moved")
         parser.add_argument("--tau", type=float, default=None, help="sink threshold on phi")
-    parser.add_argument("--sink-dims", default=None,
+    parser.add_argument("--sink-dims", type=non_negative_int_list, default=None,
                         help="comma-separated sink dimensions (default: the model's known ones; see find_sink_dims)")
-    parser.add_argument("--limit", type=int, default=None, help="first N samples of each subset")
-    parser.add_argument("--batch-size", type=int, default=8, help="generation batch size (left padding)")
+    parser.add_argument("--limit", type=positive_int, default=None, help="first N samples of each subset")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="generation batch size (left padding)")
     parser.add_argument("--data", default=None, help="dataset id or local question file (default: the benchmark's)")
     parser.add_argument("--images", default=None, help="image folder for local question files")
     parser.add_argument("--out", default=None, help="output folder (default: vasink-eval/<bench>)")
     parser.add_argument("--shard", default=None, help="I/N: evaluate every N-th sample from the I-th")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
-    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the report")
+    parser.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples for the report")
 
 
 def add_commands(commands) -> None:
@@ -45,7 +46,7 @@ def add_commands(commands) -> None:
 
     report = commands.add_parser("report", help="merge a run's record files and write report.md/.json/.png")
     report.add_argument("out", help="an eval output folder")
-    report.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    report.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples (default 1000)")
     report.set_defaults(func=run_report_command)
 
     sweep = commands.add_parser("sweep", help="VAR over a rho/p/tau grid, reusing one base arm")
@@ -69,7 +70,7 @@ def add_commands(commands) -> None:
 def _settings(args, **extra):
     from ..eval.runner import EvalSettings, parse_shard
 
-    sink_dims = tuple(int(d) for d in args.sink_dims.split(",")) if args.sink_dims else None
+    sink_dims = tuple(args.sink_dims) if args.sink_dims else None
     return EvalSettings(bench=args.bench, model=args.model, preset=args.preset, limit=args.limit, sink_dims=sink_dims,
                         batch_size=args.batch_size, data=args.data, images=args.images, out=args.out,
                         shard=parse_shard(args.shard), device=args.device, **extra)
@@ -116,8 +117,12 @@ def run_report_command(args) -> int:
 
 
 def run_score_command(args) -> int:
+    from pathlib import Path
+
     from ..eval.score import score_answers
 
+    if not Path(args.answers).is_file():
+        raise FileNotFoundError(f"--answers {args.answers}: no such file")
     result = score_answers(args.bench, args.answers, args.data, args.images, arm=args.arm)
     for scope, metrics in result["metrics"].items():
         print(f"{scope}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))

@@ -31,6 +31,41 @@ def default_device() -> str:
     return "cpu"
 
 
+def check_model_spec(spec: str) -> None:
+    """A model that cannot be found says so in one line: a folder that does not exist, or a hub id that is
+    not in the local cache while offline (``HF_HUB_OFFLINE=1``). Online, a hub id is left to the download."""
+    import os
+    from pathlib import Path
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"--model {spec}: the folder has no config.json (not a saved Hugging Face model)")
+        return
+    if path.exists():
+        raise FileNotFoundError(f"--model {spec}: this is a file; pass a model folder (with config.json) or a hub id")
+    parts = spec.split("/")
+    looks_like_hub_id = (len(parts) <= 2 and all(parts) and not spec.startswith((".", "~"))
+                         and not any(p in (".", "..") for p in parts))
+    if not looks_like_hub_id:
+        raise FileNotFoundError(f"--model {spec}: the folder {path} does not exist")
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if offline and not _in_hub_cache(spec):
+        raise FileNotFoundError(f"--model {spec}: no such folder here, and the hub model {spec!r} is not in the local "
+                                f"Hugging Face cache (HF_HUB_OFFLINE is set, so nothing is downloaded)")
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # an old huggingface_hub: let transformers decide
+        return True
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id either
+        return False
+
+
 def load_model(spec: str = "organism", device: str | None = None, dtype: str | None = None) -> LoadedModel:
     from ..config import VARConfig
 
@@ -50,6 +85,7 @@ def load_model(spec: str = "organism", device: str | None = None, dtype: str | N
 
     from ..models import UnsupportedModelError, supported_model_classes
 
+    check_model_spec(spec)
     try:
         model_config = AutoConfig.from_pretrained(spec)
     except OSError as error:  # not a local folder, and not on the hub (or no network)

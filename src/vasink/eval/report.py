@@ -115,6 +115,8 @@ def load_run(out: Path) -> tuple[dict, Benchmark, dict[str, dict[str, dict]]]:
 
 def build_report(out: str | Path, resamples: int = 1000, seed: int = 0, write: bool = True) -> dict:
     out = Path(out)
+    if resamples < 1:
+        raise ValueError(f"--resamples must be at least 1 (bootstrap resamples of the 95% CI), got {resamples}")
     run, bench, by_arm = load_run(out)
     if not any(by_arm.values()):
         raise ValueError(f"{out}: no records yet")

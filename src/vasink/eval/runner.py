@@ -177,9 +177,18 @@ def load_images(samples: list[Sample]) -> dict:
     for s in samples:
         key = id(s.image) if s.image is not None else s.id
         if key not in by_source:
-            by_source[key] = s.load_image()
+            by_source[key] = _load_image(s)
         images[s.id] = by_source[key]
     return images
+
+
+def _load_image(sample: Sample):
+    try:
+        return sample.load_image()
+    except OSError as error:  # PIL's UnidentifiedImageError, a truncated file
+        where = sample.image_path() or f"the image of sample {sample.id!r}"
+        raise ValueError(f"{where}: not a readable image ({type(error).__name__}: empty or corrupt file; sample "
+                         f"{sample.id!r}); the answers written so far are kept") from None
 
 
 def _progress(settings: EvalSettings, bench: Benchmark, total: int):

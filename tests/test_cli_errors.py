@@ -1,0 +1,128 @@
+"""Every command answers a bad input in one line on stderr that names the flag or the file: exit code not 0,
+no traceback, nothing loaded first. In-process through ``vasink.cli.main``, plus two real processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vasink.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures" / "eval"
+POPE = str(FIXTURES / "pope_llava.jsonl")
+
+
+def cuda_missing() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+# (command line with {file} / {dir} / {empty} / {corrupt} / {missing} placeholders, text the line must hold)
+CASES = [
+    ("eval --bench organism-pope --out {file}", "--out"),
+    ("sweep --bench organism-pope --out {file}", "--out"),
+    ("demo --out {file}", "--out"),
+    ("sinks --out {file}", "--out"),
+    ("organism train --out {file}", "--out"),
+    ("organism train --out {file}/run", "--out"),
+    ("score --bench pope --data " + POPE + " --answers {answers} --out {dir}", "--out"),
+    ("score --bench pope --data " + POPE + " --answers {missing}", "--answers"),
+    ("sinks --image {empty} --question what --out {dir}/o", "empty.png"),
+    ("attention --image {corrupt} --question what --out {dir}/o", "corrupt.png"),
+    ("sinks --device gpu --out {dir}/o", "--device"),
+    ("eval --bench organism-pope --sink-dims abc", "--sink-dims"),
+    ("sweep --bench organism-pope --sink-dims 5,x", "--sink-dims"),
+    ("sinks --sink-dims abc", "--sink-dims"),
+    ("eval --bench organism-pope --resamples 0", "--resamples"),
+    ("report {dir} --resamples 0", "--resamples"),
+    ("eval --bench organism-pope --limit 0", "--limit"),
+    ("eval --bench organism-pope --batch-size -1", "--batch-size"),
+    ("heads --limit 0", "--limit"),
+    ("demo --seed -3", "--seed"),
+    ("demo --scenes 0", "--scenes"),
+    ("organism train --out {dir}/t --minutes 0", "--minutes"),
+    ("attention --layers two", "--layers"),
+    ("eval --bench organism-pope --preset everything", "--preset"),
+    ("eval --bench popee", "popee"),
+    ("eval --model {dir}/no-such-model --bench organism-pope --out {dir}/o", "does not exist"),
+    ("sinks --model {dir}/no-such-model --out {dir}/o", "does not exist"),
+    ("heads --model nobody/no-such-model --out {dir}/o", "not in the local Hugging Face cache"),
+    ("eval --model {file} --bench organism-pope --out {dir}/o", "this is a file"),
+]
+if cuda_missing():  # only testable where torch has no GPU
+    CASES += [("eval --bench organism-pope --device cuda --out {dir}/o", "--device cuda"),
+              ("sinks --device cuda:0 --out {dir}/o", "--device cuda:0")]
+
+
+@pytest.fixture
+def paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # default output folders land here, if anything is made at all
+    (tmp_path / "a-file.txt").write_text("not a folder")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    (tmp_path / "answers.jsonl").write_text(json.dumps({"question_id": 1, "text": "yes"}) + "\n")
+    (tmp_path / "d").mkdir()
+    return {"file": tmp_path / "a-file.txt", "dir": tmp_path / "d", "empty": tmp_path / "empty.png",
+            "corrupt": tmp_path / "corrupt.png", "answers": tmp_path / "answers.jsonl",
+            "missing": tmp_path / "no-answers.jsonl"}
+
+
+def assert_one_line(code: int, err: str, must_hold: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0, err
+    assert "Traceback" not in err
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert must_hold in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("line, must_hold", CASES, ids=[c[0].split(" --")[0] + ": " + c[1] for c in CASES])
+def test_a_bad_input_is_one_line_naming_the_flag_or_file(line, must_hold, paths, capsys, monkeypatch):
+    from vasink.eval import loading
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad input was found")
+    monkeypatch.setattr(loading, "load_model", no_loading)
+    argv = [part.format(**paths) for part in line.split()]
+    code = main(argv)
+    assert_one_line(code, capsys.readouterr().err, must_hold)
+
+
+@pytest.mark.parametrize("line, resumable", [("eval --bench organism-pope --limit 1 --out {dir}/run", True),
+                                             ("sinks --out {dir}/sinks", False)])
+def test_ctrl_c_is_one_line_that_says_whether_the_same_command_resumes(line, resumable, paths, capsys, monkeypatch):
+    from vasink.eval import loading
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loading, "load_model", interrupted)
+    code = main([part.format(**paths) for part in line.split()])
+    assert code == 130
+    message = assert_one_line(code, capsys.readouterr().err, "interrupted")
+    assert ("run the same command again to resume" in message) == resumable
+
+
+def test_help_and_version_exit_zero(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("vasink ")
+    assert main(["--help"]) == 0
+    assert "eval" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, must_hold", [
+    (["demo", "--seed", "-3"], "--seed"),
+    (["sinks", "--image", "{empty}", "--question", "what", "--out", "{dir}/o"], "empty.png"),
+])
+def test_in_a_real_process(args, must_hold, paths):
+    """What a person sees: the console entry point, with whatever imports and warnings it brings."""
+    result = subprocess.run([sys.executable, "-m", "vasink.cli", *[a.format(**paths) for a in args]],
+                            capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
+                                                                              "HF_HUB_OFFLINE": "1"})
+    assert result.stdout == ""
+    assert_one_line(result.returncode, result.stderr, must_hold)
