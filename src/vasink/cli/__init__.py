@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:  # without building every command's parser
+        print(f"vasink {__version__}")
+        return 0
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, --version, a usage mistake: argparse has printed what it had to say
