@@ -144,3 +144,17 @@ def test_the_parser_imports_nothing_heavy_and_import_vasink_reaches_every_subpac
     heavy, reached = result.stdout.splitlines()[-2:]
     assert heavy == "[]", f"imported while building the parser: {heavy}"
     assert reached == "True True VARConfig"
+
+
+def test_a_warning_is_one_line_without_its_source(paths, capsys, monkeypatch):
+    import warnings
+
+    from vasink.eval import loading
+
+    def warns_then_fails(*args, **kwargs):
+        warnings.warn("the shipped organism has no visual sink token", UserWarning)
+        raise ValueError("--sink-dims: stop here")
+    monkeypatch.setattr(loading, "load_model", warns_then_fails)
+    assert main(["eval", "--bench", "organism-pope", "--limit", "1", "--out", str(paths["dir"] / "w")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["warning: the shipped organism has no visual sink token", "vasink: error: --sink-dims: stop here"]

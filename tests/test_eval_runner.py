@@ -132,7 +132,9 @@ def test_cli_refuses_changed_config_with_a_message(tmp_path, use_tiny, capsys):
     out = tmp_path / "run"
     assert main(["eval", "--bench", "organism-pope", "--limit", "1", "--out", str(out), "--no-report"]) == 0
     assert main(["eval", "--bench", "organism-pope", "--limit", "1", "--out", str(out), "--p", "0.3"]) == 2
-    assert "another VAR config" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "another VAR config (differs in p 0.6 -> 0.3)" in err
+    assert "sink_dims" not in err  # stored as a list, given as a tuple: equal, so not a difference
 
 
 def test_sweep_reuses_the_base_arm(tmp_path, loaded, monkeypatch):

@@ -38,6 +38,9 @@ class UsageError(ValueError):
 
 def run(args) -> int:
     """Run a parsed command; user errors and Ctrl-C become one line and a non-zero exit code."""
+    # transformers' own notes (attention implementation switches, ...) are for library developers; a user
+    # who wants them sets TRANSFORMERS_VERBOSITY=info. Set before transformers is imported by the command.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         preflight(args)
         return int(args.func(args) or 0)
