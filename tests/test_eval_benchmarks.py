@@ -53,7 +53,7 @@ def test_loaded_samples_carry_what_the_scorers_need(tmp_path):
     seed = load("seed", tmp_path)
     assert len(seed) == 1 and seed[0].target == "B"  # the video row is skipped
     mmb = load("mmbench", tmp_path)
-    assert [s.target for s in mmb] == ["A", "C", "B"]  # circular: blue moves with the rotation
+    assert [s.target for s in mmb] == ["A", "C", "B", "B", "A"]  # one sample per row: the split's own rotations
     assert load("vqav2", tmp_path)[0].target == ["2"] * 10
 
 
@@ -266,18 +266,18 @@ def test_gqa_hub_instruction_schema_with_an_image_folder(tmp_path):
 
 
 def test_hub_dataset_that_cannot_load_names_it_and_the_way_out(monkeypatch, tmp_path, capsys):
-    """Offline, an unknown id, or a script-based dataset (MMHal-Bench's hub copy): one clear error, no traceback."""
+    """Offline, an unknown id, or a loading-script dataset: one clear error, no traceback."""
     datasets = pytest.importorskip("datasets")
 
     def refuse(*args, **kwargs):
-        raise RuntimeError("Dataset scripts are no longer supported, but found MMHal-Bench.py")
+        raise RuntimeError("Dataset scripts are no longer supported, but found POPE.py")
 
     monkeypatch.setattr(datasets, "load_dataset", refuse)
     from vasink.cli import main
     from vasink.eval.data import HubDatasetError
 
-    with pytest.raises(HubDatasetError, match=r"(?s)'Shengcao1006/MMHal-Bench'.*scripts are no longer.*--data PATH"):
-        get_benchmark("mmhal").load()
+    with pytest.raises(HubDatasetError, match=r"(?s)'lmms-lab/POPE'.*scripts are no longer.*--data PATH"):
+        get_benchmark("pope").load()
     answers = tmp_path / "answers.jsonl"
     answers.write_text(json.dumps({"question_id": "1", "text": "yes"}) + "\n")
     assert main(["score", "--bench", "pope", "--answers", str(answers), "--data", "someone/pope-copy"]) == 2
@@ -285,7 +285,8 @@ def test_hub_dataset_that_cannot_load_names_it_and_the_way_out(monkeypatch, tmp_
 
 
 def test_answers_made_by_llavas_scripts_match_their_samples(tmp_path):
-    """LLaVA's answer files name MME questions by image id + prompt, MMBench by index + round, MMVP unpadded."""
+    """LLaVA's answer files name MME questions by image id + prompt, MMBench rows by index (+ round_id), MMVP
+    unpadded."""
     from vasink.eval.score import score_answers
 
     def answers(name, lines):
@@ -294,11 +295,10 @@ def test_answers_made_by_llavas_scripts_match_their_samples(tmp_path):
         return path
 
     suffix = "\nAnswer the question using a single word or phrase."
+    # llava_mme.jsonl's prompts: the question without " Please answer yes or no.", then the short-answer line
     mme = answers("mme", [
-        {"question_id": "color/000000006723.jpg", "prompt": "Is the car red? Please answer yes or no." + suffix,
-         "text": "Yes"},
-        {"question_id": "color/000000006723.jpg", "prompt": "Is the car blue? Please answer yes or no." + suffix,
-         "text": "Yes"},
+        {"question_id": "color/000000006723.jpg", "prompt": "Is the car red?" + suffix, "text": "Yes"},
+        {"question_id": "color/000000006723.jpg", "prompt": "Is the car blue?" + suffix, "text": "Yes"},
         {"question_id": "code_reasoning/0020.png", "prompt": "Is the output 3? Please answer yes or no." + suffix,
          "text": "No"}])
     result = score_answers("mme", mme, str(fx.write_parquet(tmp_path / "mme.parquet", fx.rows_for("mme"))))
@@ -306,13 +306,187 @@ def test_answers_made_by_llavas_scripts_match_their_samples(tmp_path):
     assert result["n"] == 3 and result["metrics"]["overall"]["color"] == 50.0
     assert result["metrics"]["overall"]["code_reasoning"] == 200.0
 
-    mmbench = answers("mmbench", [{"question_id": 241, "round_idx": r, "text": t}
-                                  for r, t in enumerate(["A", "B", "B"])])  # rotated: right, right, wrong
+    # model_vqa_mmbench.py writes question_id = the row's index and round_id; mmbench.sh asks round 0 only
+    # (the split holds the rotated copies); --all-rounds adds rounds > 0, which are left out of the score
+    lines = [{"question_id": i, "round_id": 0, "text": t}
+             for i, t in [(241, "A"), (1000241, "C"), (2000241, "A"), (5, "B"), (1000005, "A")]]
+    lines.append({"question_id": 241, "round_id": 1, "text": "B"})
     data = str(fx.write_parquet(tmp_path / "mmbench.parquet", fx.rows_for("mmbench")))
-    result = score_answers("mmbench", mmbench, data)
-    assert result["n"] == 3 and result["metrics"]["overall"]["circular_accuracy"] == 0.0
-    assert result["metrics"]["overall"]["accuracy"] == pytest.approx(2 / 3)
+    result = score_answers("mmbench", answers("mmbench", lines), data)
+    assert result["n"] == 5 and result["skipped"] == 1
+    assert result["metrics"]["overall"]["circular_accuracy"] == 0.5  # 241's third copy is wrong; 5 is right twice
+    assert result["metrics"]["overall"]["accuracy"] == pytest.approx(4 / 5)
 
     mmvp = answers("mmvp", [{"question_id": 1, "text": "(a)"}, {"question_id": 2, "text": "(b)"}])
     result = score_answers("mmvp", mmvp, str(fx.write_parquet(tmp_path / "mmvp.parquet", fx.rows_for("mmvp"))))
     assert result["n"] == 2
+
+
+# ------------------------------------------------------------------ hub datasets as `datasets` loads them
+
+@pytest.mark.parametrize("bench", sorted(set(fx.HUB_LAYOUT) - {"gqa"}))
+def test_every_benchmark_loads_its_hub_repository_through_load_dataset(bench, tmp_path, monkeypatch):
+    """The dataset as the hub stores it (parquet written by `datasets`, Image features, README configs),
+    loaded by `datasets.load_dataset(source, config, split=split)`: the call a run on the hub id makes."""
+    datasets = pytest.importorskip("datasets")
+    calls = []
+    real = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    repo = fx.hub_repo(tmp_path / bench, bench)
+    samples = get_benchmark(bench).load(str(repo))
+    config, split = fx.HUB_LAYOUT[bench]
+    assert calls == [((str(repo), config), {"split": split})]
+    assert samples and all(s.prompt and s.id for s in samples)
+    assert callable(samples[0].image)  # an Image feature, decoded when a batch needs it
+    assert samples[0].load_image().size == (32, 32)
+
+
+def test_gqa_hub_repository_joins_the_images_config(tmp_path):
+    pytest.importorskip("datasets")
+    import datasets
+
+    images = (datasets.Features({"id": datasets.Value("string"), "image": datasets.Image()}),
+              [{"id": "n288870", "image": fx.image_cell(3)}])
+    repo = fx.hub_repo(tmp_path / "gqa", "gqa", extra={("testdev_balanced_images", "testdev"): images})
+    sample = get_benchmark("gqa").load(str(repo))[0]
+    assert sample.image_id == "n288870" and sample.load_image().getpixel((0, 0)) == (180, 120, 200)
+
+
+# ------------------------------------------------------------------ MMBench: the dev split's own rotations
+
+def test_mmbench_asks_each_row_once_as_llava_does(tmp_path):
+    """LLaVA's model_vqa_mmbench.py: hint, question, "A. ..." options up to the first empty one, the
+    letter instruction; the split's copies at index + k * 1e6 are the rotations (no second rotation)."""
+    samples = get_benchmark("mmbench").load(str(fx.hub_repo(tmp_path / "mmbench", "mmbench")))
+    assert [s.id for s in samples] == ["241", "1000241", "2000241", "5", "1000005"]
+    assert [s.image_id for s in samples] == ["241", "241", "241", "5", "5"]  # index % 1_000_000
+    assert samples[1].prompt == ("Which color is the sky?\nA. red\nB. green\nC. blue\n"
+                                 "Answer with the option's letter from the given choices directly.")
+    assert samples[3].prompt.startswith("A photo of a door.\nIs the door open?\nA. yes\nB. no\n")
+
+
+def test_mmbench_circular_accuracy_groups_by_index_mod_a_million(tmp_path):
+    """A question counts only if every copy is right (MMBench's evaluator, lmms-eval's mmbench_evals.py)."""
+    samples = load("mmbench", tmp_path)
+    records = records_for("mmbench", samples, ["A", "C", "A", "B", "A"])  # 241: third copy wrong; 5: right
+    metrics = arm_metrics(get_benchmark("mmbench"), records)["overall"]
+    assert metrics["circular_accuracy"] == 0.5 and metrics["accuracy"] == pytest.approx(0.8)
+    assert metrics["n"] == 5.0  # one generation per row, not one per rotation of each row
+
+
+# ------------------------------------------------------------------ MME: LLaVA-1.5's prompt, MME's parser
+
+def test_mme_prompt_is_llavas_question_file(tmp_path):
+    """llava_mme.jsonl: the question without " Please answer yes or no." plus the short-answer line."""
+    samples = load("mme", tmp_path)
+    assert samples[0].prompt == "Is the car red?\nAnswer the question using a single word or phrase."
+    assert all("Please answer yes or no" not in s.prompt for s in samples)
+
+
+def test_mme_accuracy_is_a_fraction_of_the_questions(tmp_path):
+    samples = load("mme", tmp_path)
+    metrics = arm_metrics(get_benchmark("mme"), records_for("mme", samples, ["Yes", "Yes", "No"]))["overall"]
+    assert metrics["accuracy"] == pytest.approx(2 / 3)
+    assert metrics["color"] == 50.0 and metrics["code_reasoning"] == 200.0
+
+
+def test_mme_answers_parse_as_mmes_tool():
+    bench = get_benchmark("mme")
+    meta = {"category": "color"}
+    assert bench.score("no", "Nope, it is blue.", meta).parsed == "no"  # "no" in the first four characters
+    assert bench.score("no", "I cannot tell.", meta).parsed == "other"
+
+
+def test_vasink_scores_its_own_mme_records(tmp_path):
+    """`vasink score --bench mme` on a vasink records file (id, raw, arm): ids are the samples' own."""
+    from vasink.eval.score import score_answers
+
+    data = str(fx.write_parquet(tmp_path / "mme.parquet", fx.rows_for("mme")))
+    samples = get_benchmark("mme").load(data)
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records_for("mme", samples, ["Yes", "No", "No"])))
+    result = score_answers("mme", path, data)
+    assert result["n"] == 3 and result["missing"] == 0
+    assert result["metrics"]["overall"]["color"] == 200.0 and result["metrics"]["overall"]["accuracy"] == 1.0
+
+
+# ------------------------------------------------------------------ CV-Bench, TextVQA, MMVP
+
+def test_cvbench_ids_stay_unique_across_2d_and_3d(tmp_path):
+    """idx restarts in CV-Bench's 2D and 3D files: both have an idx 0."""
+    rows = fx.rows_for("cvbench")
+    rows[1]["idx"] = rows[0]["idx"] = 0
+    samples = get_benchmark("cvbench").load(str(fx.hub_repo(tmp_path / "cv", "cvbench", rows)))
+    assert [s.id for s in samples] == ["2D-0", "3D-0"]
+
+
+def test_textvqa_prompts_with_the_reference_ocr_tokens_by_default(tmp_path):
+    """LLaVA-1.5's llava_textvqa_val_v051_ocr.jsonl: question, OCR line, short-answer line."""
+    rows = fx.rows_for("textvqa")
+    rows[0]["ocr_tokens"] = ["nokia", "connecting", "people"]
+    rows.append({**rows[0], "question_id": 8, "ocr_tokens": []})
+    with_ocr = load("textvqa", tmp_path, rows)
+    assert with_ocr[0].prompt == ("What brand is this?\nReference OCR token: nokia, connecting, people\n"
+                                  "Answer the question using a single word or phrase.")
+    assert "Reference OCR token" not in with_ocr[1].prompt  # no tokens, no line
+    plain = get_benchmark("textvqa-plain").load(str(tmp_path / "textvqa.parquet"))
+    assert plain[0].prompt == "What brand is this?\nAnswer the question using a single word or phrase."
+    assert "OCR" in get_benchmark("textvqa").description and "no OCR" in get_benchmark("textvqa-plain").description
+
+
+def test_mmvp_lays_out_options_one_per_line(tmp_path):
+    """lmms-eval's and Cambrian's MMVP prompt: "A. Open\\nB. Closed", not MMVP's raw "(a) Open (b) Closed"."""
+    sample = load("mmvp", tmp_path)[0]
+    assert sample.prompt == ("Are the butterfly's wings closer to being open or closed?\nA. Open\nB. Closed\n"
+                             "Answer with the option's letter from the given choices directly.")
+
+
+# ------------------------------------------------------------------ judged benchmarks
+
+def test_mmhal_loads_the_response_template_with_its_images_folder(tmp_path):
+    """The documented way: --data MMHal-Bench/response_template.json (images/ beside it, or --images)."""
+    with pytest.raises(ValueError, match=r"--data response_template\.json"):
+        get_benchmark("mmhal").load()
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "ebd8d4e5.jpg").write_bytes(fx.png())
+    row = {k: v for k, v in fx.rows_for("mmhal")[0].items() if k != "image"}
+    (tmp_path / "response_template.json").write_text(json.dumps([row]))
+    samples = get_benchmark("mmhal").load(str(tmp_path / "response_template.json"))
+    check_images(samples)
+    assert samples[0].image_path() == tmp_path / "images" / "ebd8d4e5.jpg"
+    assert samples[0].meta["contents"] == "Fox, Snow"
+
+
+def test_mmhal_rubric_and_threshold_are_eval_gpt4s(monkeypatch):
+    """MMHal-Bench's eval_gpt4.py: 3 = not informative, no hallucination; 0-2 hallucination, 3-6 none; a
+    reply with no (or several) "rating: N" counts 0."""
+    from vasink.eval.benchmarks import judged
+
+    assert "Rating: 3, not informative, no hallucination" in judged.MMHAL_PROMPT
+    assert "Rating: 2, very informative, with hallucination" in judged.MMHAL_PROMPT
+    bench = get_benchmark("mmhal")
+    for reply, rating, clean in [("Short but right.\nRating: 3, not informative", 3, True),
+                                 ("Invents a dog. Rating: 2", 2, False), ("I cannot rate this.", 0, False),
+                                 ("Rating: 5 or maybe Rating: 1", 0, False)]:
+        monkeypatch.setattr(judged, "ask", lambda prompt, max_tokens=256, reply=reply: reply)
+        scored = bench.score("The fox is white.", "A white fox.", {"contents": "Fox"})
+        assert (scored.parsed, scored.correct) == (rating, clean)
+
+
+def test_llava_wild_joins_caption_lists_and_counts_unparsed_reviews_as_llava(tmp_path, monkeypatch):
+    """LLaVA's eval_gpt_review_bench.py: captions joined by newlines; a review whose first line is not two
+    scores is (-1, -1), and the means include it."""
+    from vasink.eval.benchmarks import judged
+
+    rows = fx.rows_for("llava-wild")
+    rows[0]["caption"] = ["A rock with faces.", "Four presidents."]
+    sample = load("llava-wild", tmp_path, rows)[0]
+    assert sample.meta["caption"] == "A rock with faces.\nFour presidents."
+    replies = iter(["8 6\nAssistant 2 is less detailed.", "Both answers are good."])
+    monkeypatch.setattr(judged, "ask", lambda prompt, max_tokens=256: next(replies))
+    bench = get_benchmark("llava-wild")
+    records = records_for("llava-wild", [sample, sample], ["A mountain.", "A mountain."])
+    assert [r["stats"]["judge_model"] for r in records] == [6.0, -1.0]
+    for i, r in enumerate(records):
+        r["id"] = str(i)
+    assert arm_metrics(bench, records)["overall"]["relative_score"] == pytest.approx(100 * 5 / 7)

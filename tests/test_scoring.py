@@ -1,4 +1,4 @@
-"""Scorers on hand-computed cases (SPEC §6)."""
+"""Scorers on hand-computed cases; each rule's source is named in docs/benchmarks.md."""
 
 import math
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from vasink.scoring import (
-    COGNITION, PERCEPTION, chair, choice_accuracy, cvbench_scores, gqa_match, mme_scores, mmvp_pair_accuracy,
+    COGNITION, PERCEPTION, chair, choice_accuracy, cvbench_scores, gqa_match, mme_answer, mme_scores,
+    mmvp_pair_accuracy,
     normalize_vqa_answer, option_letter, pope_answer, pope_metrics, vqa_accuracy,
 )
 from vasink.scoring.coco_objects import CATEGORIES
@@ -21,6 +22,8 @@ from vasink.scoring.coco_objects import CATEGORIES
     ("Yes. But no cat.", "yes"),  # only the first sentence counts
     ("Nothing, notably", "yes"),  # whole words only
     ("No!", "yes"),  # punctuation other than commas stays attached, as in LLaVA
+    ("No, it is a cat.", "no"),  # LLaVA's eval_pope.py drops commas before splitting: "No," reads as "No"
+    ("Yes, there is no cat.", "no"),  # any "no" in the first sentence
 ])
 def test_pope_answer_follows_llava(text, expected):
     assert pope_answer(text) == expected
@@ -170,6 +173,16 @@ def test_cvbench_missing_and_unknown_sources():
 
 def _mme(category, image_id, *flags):
     return [{"category": category, "image_id": image_id, "correct": f} for f in flags]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Yes", "yes"), ("no", "no"), (" No.", "no"), ("Yes, the car is red.", "yes"),
+    # MME's eval_tool/calculation.py: "yes", then "no", looked for in the first four characters
+    ("Nope", "no"), ("Not really", "no"), ("None", "no"), ("A no.", "no"), ("Yesterday", "yes"),
+    ("I think yes", "other"), ("Maybe", "other"), ("", "other"), ("y", "other"),
+])
+def test_mme_answer_follows_mmes_tool(text, expected):
+    assert mme_answer(text) == expected
 
 
 def test_mme_by_hand():

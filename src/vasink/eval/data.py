@@ -4,6 +4,9 @@ Sources (``--data``):
 
 - a hub dataset id (``lmms-lab/POPE``): loaded with ``datasets`` (imported only then);
 - a folder written by ``datasets.save_to_disk``;
+- a local copy of a hub dataset repository (``huggingface-cli download --repo-type dataset ID --local-dir
+  DIR``: parquet files, with the configs in its README.md): loaded by ``datasets.load_dataset`` with the
+  benchmark's config and split, as the hub id would be;
 - a local ``.parquet``, ``.jsonl``, ``.json``, ``.csv`` or ``.tsv`` file in the dataset's own column
   schema, or in LLaVA's question-JSONL format (``question_id``, ``image``, ``text``, ``category``, plus
   the ground truth), with image paths relative to ``--images`` (default: the file's folder).
@@ -140,6 +143,8 @@ def open_table(source: str | None, config: str | None = None, split: str = "test
     if path.is_dir():
         if any((path / n).exists() for n in ("dataset_info.json", "state.json", "dataset_dict.json")):
             return _hub_table(_load_from_disk(path, split), str(path))
+        if is_hub_repository(path):
+            return _hub_table(load_hub(str(path), config, split), f"{path}[{split}]")
         tables = sorted(p for p in path.iterdir() if p.suffix in TABLE_SUFFIXES)
         if len(tables) != 1:
             raise ValueError(f"{path}: expected one question file ({', '.join(TABLE_SUFFIXES)}) in the folder, "
@@ -149,7 +154,22 @@ def open_table(source: str | None, config: str | None = None, split: str = "test
         return Table(_local_rows(path, image_root or path.parent))
     if path.suffix in TABLE_SUFFIXES or source.startswith((".", "/", "~")):
         raise FileNotFoundError(f"--data {source}: no such file")
-    return _hub_table(_load_hub(source, config, split), f"{source}[{split}]")
+    return _hub_table(load_hub(source, config, split), f"{source}[{split}]")
+
+
+def is_hub_repository(path: Path) -> bool:
+    """A downloaded hub dataset repository: a dataset card or parquet files below the top folder."""
+    return (path / "README.md").exists() or any(path.glob("*/*.parquet"))
+
+
+def is_hub_source(source: str | None) -> bool:
+    """True when ``source`` is loaded by ``datasets.load_dataset`` (a hub id or a downloaded repository)."""
+    if not source:
+        return False
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return is_hub_repository(path)
+    return not path.exists() and path.suffix not in TABLE_SUFFIXES and not source.startswith((".", "/", "~"))
 
 
 def _local_rows(path: Path, images: Path) -> list[Row]:
@@ -203,7 +223,7 @@ class HubDatasetError(ValueError):
     """A hub dataset could not be loaded (offline, unknown id, a loading script datasets no longer runs...)."""
 
 
-def _load_hub(dataset_id: str, config: str | None, split: str):
+def load_hub(dataset_id: str, config: str | None, split: str):
     datasets = _datasets()
     try:
         return datasets.load_dataset(dataset_id, config, split=split)

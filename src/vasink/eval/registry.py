@@ -141,8 +141,9 @@ class Benchmark:
     def sample_from_row(self, row) -> Sample:
         raise NotImplementedError
 
-    def answer_key(self, answer: dict) -> str:
-        """The sample id (or source id) an answer line made elsewhere (LLaVA's eval scripts) refers to."""
+    def answer_key(self, answer: dict) -> str | None:
+        """The sample id (or source id) an answer line refers to: a vasink record's ``id``, or the
+        ``question_id`` of an answer made elsewhere (LLaVA's eval scripts); None leaves the line out."""
         return str(answer["question_id"] if "question_id" in answer else answer["id"])
 
     def make_prompt(self, question: str) -> str:

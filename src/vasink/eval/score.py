@@ -2,7 +2,8 @@
 
 Answers are JSONL: LLaVA's format (``question_id``, ``text``) or vasink's records (``id``, ``raw``). Each
 answer is matched to the benchmark's sample with that id, or with the dataset's own question id
-(``Benchmark.answer_key``: MME adds the question, MMBench the round).
+(``Benchmark.answer_key``: MME adds the question; MMBench leaves out LLaVA's extra rounds, ``round_id`` > 0,
+which are counted as ``skipped``).
 
 A vasink records file holds one line per (sample, arm): one arm is scored (``arm=``, ``--arm``); a file with
 several arms and no arm chosen is refused, and so is an id answered twice, so no sample counts twice.
@@ -70,9 +71,12 @@ def score_answers(bench_spec: str, answers: str | Path, data: str | None = None,
     by_key = {s.source_id: s for s in samples if s.source_id and source_counts[s.source_id] == 1}
     by_key.update({s.id: s for s in samples})
     rows = select_arm(read_answers(Path(answers)), arm, answers)
-    records, unknown = [], []
+    records, unknown, skipped = [], [], 0
     for row, text in rows:
         key = bench.answer_key(row)
+        if key is None:  # an answer the benchmark's rule leaves out
+            skipped += 1
+            continue
         sample = by_key.get(key)
         if sample is None:
             unknown.append(key)
@@ -85,4 +89,4 @@ def score_answers(bench_spec: str, answers: str | Path, data: str | None = None,
         raise ValueError(f"{answers}: no answers")
     _refuse_duplicates([r["id"] for r in records], answers)
     return {"benchmark": name, "subset": subset, "answers": str(answers), "arm": arm, "n": len(records),
-            "missing": len(samples) - len(records), "metrics": arm_metrics(bench, records)}
+            "skipped": skipped, "missing": len(samples) - len(records), "metrics": arm_metrics(bench, records)}

@@ -1,4 +1,4 @@
-"""Benchmark scorers as the community computes them (SPEC §6): pure functions, no model, no I/O.
+"""Benchmark scorers as the community computes them (rules and sources: docs/benchmarks.md): pure functions, no model, no I/O.
 
     >>> from vasink.scoring import pope_metrics, vqa_accuracy
     >>> pope_metrics(["Yes.", "No, there is not."], ["yes", "yes"])["recall"]
@@ -11,7 +11,7 @@ Rates are fractions in [0, 1]; MME uses its own points (percent per category, su
 
 from .chair import COCO_VOCABULARY, ObjectVocabulary, chair
 from .choice import choice_accuracy, cvbench_scores, mmvp_pair_accuracy, option_letter
-from .mme import COGNITION, PERCEPTION, mme_scores
+from .mme import COGNITION, PERCEPTION, mme_answer, mme_scores
 from .pope import pope_answer, pope_metrics
 from .vqa import gqa_match, normalize_vqa_answer, vqa_accuracy
 
@@ -25,6 +25,7 @@ __all__ = [
     "choice_accuracy",
     "mmvp_pair_accuracy",
     "cvbench_scores",
+    "mme_answer",
     "mme_scores",
     "PERCEPTION",
     "COGNITION",

@@ -1,5 +1,7 @@
 """MME (Fu et al., 2023): yes/no questions, two per image, scored per category in points.
 
+    >>> mme_answer("Yes, it is."), mme_answer("Nope"), mme_answer("I cannot tell.")
+    ('yes', 'no', 'other')
     >>> records = [{"category": "color", "image_id": "a", "correct": True},
     ...            {"category": "color", "image_id": "a", "correct": False}]
     >>> mme_scores(records)["color"]
@@ -18,6 +20,22 @@ from ._checks import as_bool, did_you_mean
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork",
               "OCR")
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
+
+
+def mme_answer(text: str) -> str:
+    """"yes", "no" or "other", as MME's own tool (``eval_tool/calculation.py``) reads an answer.
+
+    The answer is lower-cased; "yes" or "no" alone is itself; otherwise "yes" anywhere in its first four
+    characters means yes, then "no" there means no ("Nope", "Not really", "None" read as no), else other.
+    Leading and trailing whitespace is dropped first (LLaVA strips its outputs before writing them).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"an MME answer must be str, not {type(text).__name__}")
+    answer = text.strip().lower()
+    if answer in ("yes", "no"):
+        return answer
+    head = answer[:4]
+    return "yes" if "yes" in head else "no" if "no" in head else "other"
 
 
 def mme_scores(records: Iterable[Mapping[str, object]]) -> dict:

@@ -1,7 +1,10 @@
 """CV-Bench (Tong et al., 2024): 2D (count, relation; ADE20K and COCO) and 3D (depth, distance; Omni3D).
 
 Hub: ``nyu-visionx/CV-Bench`` (split ``test``; columns idx, type, task, image, question, choices, answer
-"(A)", prompt, source, ...). Scores as SPEC §6: 2D = mean(ADE20K, COCO), 3D = Omni3D, overall = mean.
+"(A)", prompt, source, ...; configs ``default`` (2D and 3D), ``2D``, ``3D``). Scores as CV-Bench's
+paper and lmms-eval do: 2D = mean(ADE20K, COCO), 3D = Omni3D, overall = mean(2D, 3D).
+
+``idx`` restarts in each of the 2D and 3D files, so a sample's id is ``<type>-<idx>`` ("2D-0", "3D-0").
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ class CVBench(ChoiceScoring, Benchmark):
         if letter is None:
             raise row.error("answer", "should be an option letter such as '(A)'")
         prompt = row.text("prompt", default="") or row.text("question", "text")
-        return Sample(id=str(row.text("idx", "question_id")), prompt=self.make_prompt(prompt), target=letter,
-                      image=row.image("image"), subset=row.text("type", default="2D" if source != "Omni3D" else "3D"),
+        kind = row.text("type", default="3D" if source in CVBENCH_3D_SOURCES else "2D")
+        idx = row.text("idx", "question_id")
+        return Sample(id=f"{kind}-{idx}", prompt=self.make_prompt(prompt), target=letter,
+                      image=row.image("image"), subset=kind, source_id=idx,
                       image_id=row.text("filename", default=""), question=prompt,
                       meta={"choices": choices, "source": source})
 

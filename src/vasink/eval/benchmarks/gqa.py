@@ -2,17 +2,19 @@
 
 Hub: ``lmms-lab/GQA``, two configs: ``testdev_balanced_instructions`` (split ``testdev``; columns id,
 imageId, question, answer, fullAnswer, ...) and ``testdev_balanced_images`` (id, image), joined on
-imageId. Local: LLaVA's ``llava_gqa_testdev_balanced.jsonl`` (question_id, image, text) with an
+imageId (the images config is read from the same source: the hub id or a downloaded copy). Local: LLaVA's ``llava_gqa_testdev_balanced.jsonl`` (question_id, image, text) with an
 ``answer`` field, images in ``--images``.
 """
 
 from __future__ import annotations
 
 from ...scoring import gqa_match
+from ..data import DatasetRowError, is_hub_source, load_hub
 from ..registry import Benchmark, Sample, Score, register
 from .pope import SHORT_ANSWER
 
 HUB_ID = "lmms-lab/GQA"
+IMAGES_CONFIG = "testdev_balanced_images"
 
 
 @register("gqa")
@@ -26,11 +28,14 @@ class GQA(Benchmark):
 
     def load_samples(self, data, subset, images, limit=None):
         samples = super().load_samples(data, subset, images, limit)
-        if (data or self.default_data) == HUB_ID:  # images live in a second config
-            from ..data import _load_hub
-
-            image_table = _load_hub(HUB_ID, "testdev_balanced_images", self.default_split)
+        source = data or self.default_data
+        if is_hub_source(source) and any(s.image is None for s in samples):  # images live in a second config
+            image_table = load_hub(str(source), IMAGES_CONFIG, self.default_split)
             position = {image_id: i for i, image_id in enumerate(image_table["id"])}
+            missing = sorted({s.image_id for s in samples if s.image_id not in position})
+            if missing:
+                raise DatasetRowError(f"{source} [{IMAGES_CONFIG}]: no image with id {missing[0]!r} "
+                                      f"({len(missing)} image id(s) of the questions are missing)")
             for sample in samples:
                 i = position[sample.image_id]
                 sample.image = lambda i=i: image_table[i]["image"]

@@ -2,12 +2,15 @@
 
 The command stops before generating when no judge key is set. Grading prompts paraphrase the ones the
 benchmarks' authors published (MM-Vet's 0-1 correctness, LLaVA-Bench's pairwise 1-10 ratings against the
-reference answer, MMHal-Bench's 0-6 rating with the image's annotated contents).
+reference answer); MMHal-Bench's keeps the official ``eval_gpt4.py`` rating scale word for word, since
+its threshold (0-2 hallucination, 3-6 none) depends on it. A judge reply that does not parse counts as
+each benchmark's own script counts it: MM-Vet 0, LLaVA-Bench (-1, -1) in the means (LLaVA's
+``eval_gpt_review_bench.py``), MMHal-Bench 0 (``eval_gpt4.py``).
 """
 
 from __future__ import annotations
 
-import re
+from pathlib import Path
 
 from ..judge import ask, check_configured, first_number
 from ..registry import Benchmark, Sample, Score, ratio, register
@@ -73,6 +76,19 @@ Rate the helpfulness, relevance, accuracy and level of detail of the two answers
 the image described in the context. Give each assistant an overall score from 1 to 10 (higher is better).
 On the first line write only the two scores separated by a space; then explain briefly."""
 
+UNPARSED_PAIR = (-1.0, -1.0)  # LLaVA's parse_score on a reply whose first line is not two numbers
+
+
+def llava_review_scores(reply: str) -> tuple[float, float]:
+    """(reference, model) scores from the first line of a judge reply, as LLaVA's ``parse_score`` reads it
+    (commas count as spaces; exactly two numbers); :data:`UNPARSED_PAIR` otherwise."""
+    fields = (reply.split("\n")[0] if reply else "").replace(",", " ").split()
+    try:
+        reference, model = (float(f) for f in fields) if len(fields) == 2 else UNPARSED_PAIR
+    except ValueError:
+        return UNPARSED_PAIR
+    return reference, model
+
 
 @register("llava-wild")
 class LlavaBenchWild(_Judged):
@@ -83,43 +99,80 @@ class LlavaBenchWild(_Judged):
 
     def sample_from_row(self, row) -> Sample:
         question = row.text("question", "text")
+        caption = row.get("caption", default="")
+        caption = "\n".join(map(str, caption)) if isinstance(caption, (list, tuple)) else str(caption)
         return Sample(id=row.text("question_id"), prompt=question, target=row.text("gpt_answer", "answer"),
                       image=row.image("image"), subset=row.text("category", default=""),
-                      image_id=row.text("image_id", default=""), question=question,
-                      meta={"caption": row.text("caption", default="")})
+                      image_id=row.text("image_id", default=""), question=question, meta={"caption": caption})
 
     def score(self, target, answer, meta) -> Score:
         reply = ask(LLAVA_W_PROMPT.format(caption=meta.get("caption", ""), question=meta.get("question", ""),
                                           reference=target, prediction=answer))
-        numbers = re.findall(r"\d+(?:\.\d+)?", reply.splitlines()[0] if reply.strip() else "")
-        reference, model = (float(numbers[0]), float(numbers[1])) if len(numbers) >= 2 else (0.0, 0.0)
+        reference, model = llava_review_scores(reply)
         return Score(model, None, {"judge_reference": reference, "judge_model": model})
 
     def metrics(self, stats):
         return {"relative_score": 100 * ratio(stats["judge_model"], stats["judge_reference"])}
 
 
-MMHAL_PROMPT = """You judge whether an AI assistant's answer about an image hallucinates. You do not see
-the image; its annotated contents and a standard human answer are given.
+# The rating scale of MMHal-Bench's eval_gpt4.py: 0-2 hallucination, 3-6 none.
+MMHAL_PROMPT = """Please act as an impartial and objective judge and evaluate the quality of the response
+provided by a Large Multimodal Model (LMM) to the user question. You do not see the image: you are given
+its annotated contents, the question, and a standard human-generated answer. Judge whether the response is
+informative, and whether it contains hallucination: claims inconsistent with the image contents, the
+question or the human answer, or about objects that are not there. The human answer may be brief and need
+not list everything in the image; reasoning grounded in the contents is to be encouraged.
 
-Image contents: {contents}
-Question: {question}
-Standard human answer: {answer}
-AI answer: {prediction}
+First explain your evaluation briefly. Then rate the response with one of these options:
+- Rating: 6, very informative with good analysis or reasoning, no hallucination
+- Rating: 5, very informative, no hallucination
+- Rating: 4, somewhat informative, no hallucination
+- Rating: 3, not informative, no hallucination
+- Rating: 2, very informative, with hallucination
+- Rating: 1, somewhat informative, with hallucination
+- Rating: 0, not informative, with hallucination
 
-Rate the AI answer from 0 to 6: 6 informative without hallucination, 5 somewhat informative without
-hallucination, 4 not informative without hallucination, 3 informative with limited hallucination,
-2 somewhat informative with hallucination, 1 not informative with hallucination, 0 wrong or refusing.
-End with a line "Rating: N"."""
+### Image Contents
+{contents}
+
+### Question
+{question}
+
+### Standard Human-Generated Answer
+{answer}
+
+### LMM Response to Evaluate
+{prediction}
+"""
+MMHAL_NO_HALLUCINATION = 3  # ratings 3-6 say "no hallucination" (eval_gpt4.py)
+MMHAL_DATA_HELP = ("mmhal has no loadable hub copy (Shengcao1006/MMHal-Bench is a loading-script repository, "
+                   "which `datasets` no longer runs): download response_template.json and the images/ folder "
+                   "from that repository and pass --data response_template.json [--images DIR/images] "
+                   "(see docs/benchmarks.md)")
+
+
+def mmhal_rating(reply: str) -> int:
+    """The rating in a judge reply, as eval_gpt4.py reads it: the one ``rating: N`` (N in 0-6) the
+    lower-cased reply contains; 0 when it holds none or several."""
+    found = [n for n in range(7) if f"rating: {n}" in reply.lower()]
+    return found[0] if len(found) == 1 else 0
 
 
 @register("mmhal")
 class MMHalBench(_Judged):
     description = "MMHal-Bench, judge rating (0-6) and hallucination rate (rating < 3)"
-    default_data = "Shengcao1006/MMHal-Bench"
+    default_data = None  # see MMHAL_DATA_HELP
     preset = "hallucination"
     correct_metric = "hallucination_rate"  # correct = rated >= 3 (no hallucination)
     higher_is_better = {"hallucination_rate": False}
+
+    def load_samples(self, data, subset, images, limit=None):
+        if not data:
+            raise ValueError(MMHAL_DATA_HELP)
+        path = Path(data).expanduser()
+        if images is None and path.is_file() and (path.parent / "images").is_dir():
+            images = str(path.parent / "images")  # the repository's layout
+        return super().load_samples(data, subset, images, limit)
 
     def sample_from_row(self, row) -> Sample:
         question = row.text("question")
@@ -133,10 +186,10 @@ class MMHalBench(_Judged):
     def score(self, target, answer, meta) -> Score:
         reply = ask(MMHAL_PROMPT.format(contents=meta.get("contents", ""), question=meta.get("question", ""),
                                         answer=target, prediction=answer), 512)
-        match = re.search(r"rating:\s*(\d)", reply, re.IGNORECASE)
-        rating = float(match.group(1)) if match else 0.0
-        clean = rating >= 3
-        return Score(rating, clean, {"rating": rating, "correct": float(clean), "hallucinated": float(not clean)})
+        rating = mmhal_rating(reply)
+        clean = rating >= MMHAL_NO_HALLUCINATION
+        return Score(float(rating), clean, {"rating": float(rating), "correct": float(clean),
+                                            "hallucinated": float(not clean)})
 
     def metrics(self, stats):
         return {"rating": stats["rating"].mean(-1), "hallucination_rate": stats["hallucinated"].mean(-1)}

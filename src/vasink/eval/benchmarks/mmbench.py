@@ -1,55 +1,66 @@
-"""MMBench (Liu et al., 2023), circular evaluation: each question is asked once per rotation of its
-options, and counts as right only if every rotation is.
+"""MMBench (Liu et al., 2023), circular evaluation: a question counts as right only if the answers to all
+its rotated copies are right.
+
+The dev split already holds the rotations: the copy of question ``i`` with its options shifted ``k``
+times has index ``i + k * 1_000_000`` (MMBench's own evaluator, and lmms-eval's, group the rows by
+``index % 1_000_000``). Each row is asked once, as LLaVA-1.5's ``model_vqa_mmbench.py`` asks it (hint,
+question, "A. ..." options, the letter instruction); nothing is rotated again here.
 
 Hub: ``lmms-lab/MMBench`` config ``en`` (split ``dev``; the test split has no answers; columns index,
-question, hint, answer, A, B, C, D, category, image, source, L2-category, comment, split). Local:
-MMBench's TSV (same columns, image as base64 or a path).
+question, hint, answer, A, B, C, D, category, image (an Image feature), source, L2-category, comment,
+split). Local: MMBench's TSV (same columns, the image as base64), as LLaVA's script reads it. A file
+without the rotated copies gives groups of one: circular accuracy is then plain accuracy.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import math
 
 from ..registry import Benchmark, Sample, ratio, register
 from ._choice import LETTER_ANSWER, LETTERS, ChoiceScoring, options_block
 
+ROTATION_STRIDE = 1_000_000  # index of the k-th rotated copy of question i: i + k * ROTATION_STRIDE
+
 
 @register("mmbench")
 class MMBench(ChoiceScoring, Benchmark):
-    description = "MMBench dev (en), circular accuracy"
+    description = "MMBench dev (en), circular accuracy over the split's rotated copies"
     default_data = "lmms-lab/MMBench"
     default_config = "en"
     default_split = "dev"
     prompt_suffix = LETTER_ANSWER
     max_new_tokens = 128
 
-    def samples_from_row(self, row) -> list[Sample]:
-        """One sample per rotation of the options (circular evaluation)."""
-        choices = [row.text(c) for c in "ABCD" if _present(row.get(c, default=None))]
+    def sample_from_row(self, row) -> Sample:
+        choices = []
+        for letter in "ABCD":  # LLaVA's get_options: the options up to the first empty one
+            value = row.get(letter, default=None)
+            if _is_none(value):
+                break
+            choices.append(str(value))
         answer = row.text("answer").strip().upper()
         if len(choices) < 2 or answer not in LETTERS[:len(choices)]:
             raise row.error("answer", f"should be one of the option letters {LETTERS[:len(choices)]}, got {answer!r}")
-        hint = row.text("hint", default="")
-        hint = hint.strip() if _present(hint) else ""
-        image = _mmbench_image(row)
-        index = str(row.get("index"))
-        samples = []
-        for shift in range(len(choices)):
-            rotated = choices[shift:] + choices[:shift]
-            target = LETTERS[rotated.index(choices[LETTERS.index(answer)])]
-            text = (f"{hint}\n" if hint else "") + f"{row.text('question')}\n{options_block(rotated)}"
-            samples.append(Sample(id=f"{index}-r{shift}", prompt=self.make_prompt(text), target=target, image=image,
-                                  subset=row.text("category", default=""), image_id=index, question=text,
-                                  meta={"choices": rotated}))
-        return samples
+        hint = row.get("hint", default=None)
+        question = row.text("question")
+        text = ("" if _is_none(hint) else f"{hint}\n") + f"{question}\n{options_block(choices)}"
+        index = int(row.get("index"))
+        return Sample(id=str(index), prompt=self.make_prompt(text), target=answer, image=_mmbench_image(row),
+                      subset=row.text("category", default=""), image_id=str(index % ROTATION_STRIDE),
+                      question=text, meta={"choices": choices})
 
-    def answer_key(self, answer: dict) -> str:
-        """LLaVA's MMBench answers: the row's index and the round (round r = options rotated by r, as here)."""
-        return f"{super().answer_key(answer)}-r{int(answer.get('round_idx', 0))}"
+    def answer_key(self, answer: dict) -> str | None:
+        """LLaVA's answers (``question_id`` = the row's index, ``round_id``): round 0 is the row as asked
+        here. Rounds > 0 come from ``--all-rounds``, which rotates rows that are rotated copies already
+        (LLaVA-1.5's ``mmbench.sh`` does not pass it); they are left out of the score."""
+        if "question_id" in answer and int(answer.get("round_id", answer.get("round_idx", 0)) or 0) > 0:
+            return None
+        return super().answer_key(answer)
 
     def unit_of(self, record) -> str:
-        return record["image_id"]
+        return record["image_id"]  # index % ROTATION_STRIDE: a question and its rotated copies
 
     def unit_stats(self, records):
         stats = super().unit_stats(records)
@@ -61,15 +72,15 @@ class MMBench(ChoiceScoring, Benchmark):
         return {"circular_accuracy": stats["circular"].mean(-1), "accuracy": ratio(stats["correct"], stats["n"])}
 
 
-def _present(value) -> bool:
-    """False for the empty cells of options C/D (None, NaN, or "nan" in the TSV)."""
-    if value is None or (isinstance(value, float) and value != value):
-        return False
-    return str(value).strip().lower() != "nan"
+def _is_none(value) -> bool:
+    """LLaVA's is_none: None, NaN, or the text "nan" / "none" (empty cells of options C/D and of hints)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return isinstance(value, str) and value.strip().lower() in ("nan", "none", "")
 
 
 def _mmbench_image(row):
-    value = row.get("image")
+    value = row.get("image", default=None)  # None too when the image is an Image feature (read lazily)
     if isinstance(value, str) and len(value) > 512:  # MMBench's TSV holds base64 images
         data = base64.b64decode(value)
 

@@ -1,25 +1,34 @@
 """MME (Fu et al., 2023): two yes/no questions per image, 14 categories, scored in points.
 
-Hub: ``lmms-lab/MME`` (split ``test``; columns question_id, image, question, answer, category). Local:
-LLaVA's ``llava_mme.jsonl`` layout (``question_id``, ``image``, ``text``, ``category``) with an ``answer``
-field (Yes/No). The question already asks for yes or no; LLaVA appends the short-answer line.
+Prompt as LLaVA-1.5's ``llava_mme.jsonl``: the question without MME's " Please answer yes or no." and the
+short-answer line (LLaVA's ``convert_answer_to_mme.py`` puts the request back to find the ground truth).
+Answers are read as MME's own tool reads them (:func:`vasink.scoring.mme_answer`).
+
+Hub: ``lmms-lab/MME`` (split ``test``; columns question_id (``category/file``), image, question, answer,
+category). Local: LLaVA's ``llava_mme.jsonl`` layout (``question_id``, ``image``, ``text``, ``category``)
+with an ``answer`` field (Yes/No).
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
-from ...scoring import COGNITION, PERCEPTION
+from ...scoring import COGNITION, PERCEPTION, mme_answer
 from ..registry import Benchmark, Sample, Score, ratio, register
 from .pope import SHORT_ANSWER
 
 CATEGORIES = PERCEPTION + COGNITION
+ANSWER_REQUEST = "Please answer yes or no."  # ends every MME question; LLaVA-1.5's question file drops it
 
 
-def mme_answer(text: str) -> str:
-    """"yes" / "no" if the answer starts with it (MME's own tool), else "other"."""
-    words = text.strip().lower().replace(",", " ").replace(".", " ").split()
-    return words[0] if words and words[0] in ("yes", "no") else "other"
+def plain_question(text: str) -> str:
+    """An MME question as LLaVA-1.5 asks it: without the short-answer line and the yes/no request."""
+    text = text.replace(SHORT_ANSWER.strip(), "").strip()
+    if text.endswith(ANSWER_REQUEST):
+        text = text[:-len(ANSWER_REQUEST)].rstrip()
+    return text
 
 
 @register("mme")
@@ -37,26 +46,27 @@ class MME(Benchmark):
         answer = row.text("answer", "label").strip().lower()
         if answer not in ("yes", "no"):
             raise row.error("answer", f"should be Yes or No, got {answer!r}")
-        question = row.text("question", "text")
+        question = plain_question(row.text("question", "text"))
         question_id = row.text("question_id")
         image_id = question_id if "/" in question_id else row.text("image", default=question_id)
-        return Sample(id=f"{category}/{question_id}/{hash_text(question)}", prompt=self.make_prompt(question),
+        return Sample(id=f"{question_id}/{hash_text(question)}", prompt=self.make_prompt(question),
                       target=answer, image=row.image("image"), subset=category, image_id=str(image_id),
                       question=question, meta={"category": category},
-                      source_id=f"{question_id}|{question.strip()}")  # two questions per image share an id
+                      source_id=f"{question_id}|{question}")  # two questions per image share an id
 
-    def answer_key(self, answer: dict) -> str:
-        """LLaVA's MME answers: the image's question_id and the prompt (question + suffix) tell the pair apart."""
-        prompt = str(answer.get("prompt", "")).strip()
-        if prompt.endswith(self.prompt_suffix.strip()):
-            prompt = prompt[:-len(self.prompt_suffix.strip())].strip()
-        return f"{super().answer_key(answer)}|{prompt}"
+    def answer_key(self, answer: dict) -> str | None:
+        """A vasink record: its ``id``. LLaVA's MME answers: the image's ``question_id`` and the question
+        read from ``prompt`` (with or without the short-answer line and the yes/no request)."""
+        if "question_id" not in answer:
+            return super().answer_key(answer)
+        return f"{answer['question_id']}|{plain_question(str(answer.get('prompt', '')))}"
 
     def score(self, target, answer, meta) -> Score:
         parsed = mme_answer(answer)
         right = parsed == target
         category = meta["category"]
-        return Score(parsed, right, {"correct": float(right), f"q_{category}": 1.0, f"right_{category}": float(right)})
+        return Score(parsed, right, {"correct": float(right), "questions": 1.0, f"q_{category}": 1.0,
+                                     f"right_{category}": float(right)})
 
     def unit_of(self, record) -> str:
         return f"{record['subset']}/{record['image_id']}"
@@ -71,7 +81,7 @@ class MME(Benchmark):
 
     def metrics(self, stats):
         zeros = np.zeros_like(stats["correct"])
-        out = {"accuracy": stats["correct"].mean(-1)}
+        out = {"accuracy": ratio(stats["correct"], stats.get("questions", zeros))}  # a fraction of the questions
         totals = {"perception": [], "cognition": []}
         for category in CATEGORIES:
             asked = stats.get(f"q_{category}", zeros)
@@ -87,6 +97,4 @@ class MME(Benchmark):
 
 
 def hash_text(text: str) -> str:
-    import hashlib
-
     return hashlib.sha1(text.encode()).hexdigest()[:6]

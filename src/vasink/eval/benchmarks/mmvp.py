@@ -1,5 +1,8 @@
 """MMVP (Tong et al., 2024): 150 image pairs, two-option questions; a pair counts only if both are right.
 
+The options, stored as "(a) Open (b) Closed", are laid out one per line as "A. Open\nB. Closed" (as
+lmms-eval's and Cambrian's MMVP prompts do), then the letter instruction.
+
 Hub: ``lmms-lab-eval/MMVP`` (split ``train``; columns Index, Question, Options, Correct Answer, image;
 ``MMVP/MMVP`` exposes only the images). Local: MMVP's ``Questions.csv`` (same columns) with the images
 ``<Index>.jpg`` in ``--images`` (default: the csv's folder).
@@ -11,9 +14,9 @@ import re
 
 from ...scoring import option_letter
 from ..registry import Benchmark, Sample, ratio, register
-from ._choice import LETTER_ANSWER, ChoiceScoring
+from ._choice import LETTER_ANSWER, ChoiceScoring, options_block
 
-_OPTION = re.compile(r"\(([a-zA-Z])\)\s*(.*?)\s*(?=\([a-zA-Z]\)|$)")
+_OPTION = re.compile(r"\(([a-zA-Z])\)\s*(.*?)\s*(?=\([a-zA-Z]\)|$)", re.DOTALL)
 
 
 @register("mmvp")
@@ -29,12 +32,13 @@ class MMVP(ChoiceScoring, Benchmark):
         index = int(row.text("Index", "index", "question_id"))
         if row.has("Question") or row.has("question"):
             question, options = row.text("Question", "question"), row.text("Options", "options")
-            text = f"{question}\n{options}"
-        else:  # LLaVA question file: the options are part of the text
-            options = text = row.text("text")
+        else:  # LLaVA-style question file: the options follow the question in the text
+            question, _, rest = row.text("text").partition("(a)")
+            question, options = question.strip(), "(a)" + rest
         choices = [text_ for _, text_ in _OPTION.findall(options)]
         if len(choices) < 2:
             raise row.error("Options", f"should list options as '(a) ... (b) ...', got {options!r}")
+        text = f"{question}\n{options_block(choices)}"
         letter = option_letter(row.text("Correct Answer", "answer"), "AB")
         if letter is None:
             raise row.error("Correct Answer", "should be an option letter such as '(a)'")

@@ -23,10 +23,14 @@ class VqaScoring:
 
     def sample_from_row(self, row) -> Sample:
         question = row.text("question", "text")
-        return Sample(id=row.text("question_id"), prompt=self.make_prompt(question),
+        return Sample(id=row.text("question_id"), prompt=self.make_prompt(self.question_text(row, question)),
                       target=answers_of(row, "answers"), image=row.image("image"),
                       subset=row.text(self.subset_column, default="") if self.subset_column else "",
                       image_id=row.text(self.image_id_column, default=""), question=question)
+
+    def question_text(self, row, question: str) -> str:
+        """The text asked before the benchmark's suffix (TextVQA adds its OCR tokens)."""
+        return question
 
     def score(self, target, answer, meta) -> Score:
         value = vqa_accuracy(answer, target)
