@@ -37,7 +37,7 @@ class Capture:
     sink_dims: tuple[int, ...]
     tau: float
     phi: torch.Tensor  # (L, T) float32, on the hidden state entering each layer
-    sinks: torch.Tensor  # (L, T) bool: phi > tau; all False in layers 0 and 1 (never searched, SPEC §2)
+    sinks: torch.Tensor  # (L, T) bool: phi > tau; all False in layers 0 and 1 (never searched: docs/method.md#sink-tokens-per-layer)
     first_token_ratio: torch.Tensor | None  # (L, D): |x_d| / RMS(x) of the first token entering each layer
     median_token_ratio: torch.Tensor | None  # (L, D): the median of the same over the other tokens
     query_positions: torch.Tensor  # (R,) long: the rows kept in ``weights`` (every text token)

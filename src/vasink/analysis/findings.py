@@ -2,8 +2,8 @@
 
     python -m vasink.analysis.findings docs/analysis      # reads sinks/ attention/ heads/ ablate/, writes FINDINGS.md
 
-Each finding (SPEC §1, §5) is stated as "holds", "does not hold" or "not testable here" with the numbers
-behind the verdict; the thresholds are written next to each verdict so a reader can disagree with them.
+Each finding (docs/method.md, "The phenomenon" and "What the paper reports") is stated as "holds", "does
+not hold" or "not testable here" with the numbers behind the verdict; the thresholds are written next to each verdict so a reader can disagree with them.
 """
 
 from __future__ import annotations

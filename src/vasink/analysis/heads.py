@@ -1,6 +1,6 @@
 """Which heads look at the image: a layer x head map of the visual non-sink ratio r and of the head test.
 
-Per (layer, head) over the eligible query rows of many prompts (SPEC §2):
+Per (layer, head) over the eligible query rows of many prompts (docs/method.md#the-image-centric-head-test):
 
 - ``visual_mass``: mean m_V, the attention a text query gives to the image;
 - ``nonsink_ratio``: mean r = (m_V - m_SV) / m_V over the rows with m_V > 0;

@@ -118,7 +118,8 @@ def analyze_sinks(model, processor, image, question: str, config: VARConfig, out
                    "attn per visual sink", "attn per non-sink visual", "sinks' share of visual attn"], rows)
     text = (f"Sink dimensions {list(capture.sink_dims)}, tau {capture.tau:g}. Prompt: {question!r} "
             f"({len(capture.input_ids)} tokens, {int(capture.visual.sum())} image tokens on a {grid[0]}x{grid[1]} "
-            "grid). Layers 0 and 1 are not searched (SPEC §2).")
+            "grid). Layers 0 and 1 are not searched: the massive activation appears from layer 2 on "
+            "(docs/method.md#sink-tokens-per-layer in the vasink repository).")
     sections = [Section("Sinks of one prompt", text, figures, [table])]
     path = write_report(out_dir, "vasink sinks", sections,
                         {"question": question, "layers": layers, "image_tokens": int(capture.visual.sum()),
