@@ -40,6 +40,20 @@ def test_paired_bootstrap_is_zero_width_for_identical_arms_and_covers_a_shift():
     assert chunked == (low, high)  # drawn 7 resamples at a time from the same stream: the same interval
 
 
+def test_paired_bootstrap_level_sets_the_percentiles():
+    """A 90% interval is the 5th-95th percentile of the resampled deltas, a 95% one the 2.5th-97.5th."""
+    rng = np.random.default_rng(3)
+    base = {"correct": (rng.random(300) < 0.5).astype(float)}
+    other = {"correct": (rng.random(300) < 0.6).astype(float)}
+    index = np.random.default_rng(0).integers(0, 300, size=(400, 300))  # the stream paired_bootstrap draws (seed 0)
+    delta = other["correct"][index].mean(-1) - base["correct"][index].mean(-1)
+    ci90 = paired_bootstrap(accuracy, base, other, resamples=400, level=0.90)["accuracy"]
+    ci95 = paired_bootstrap(accuracy, base, other, resamples=400, level=0.95)["accuracy"]
+    assert ci90 == pytest.approx(tuple(np.percentile(delta, [5, 95])))
+    assert ci95 == pytest.approx(tuple(np.percentile(delta, [2.5, 97.5])))
+    assert ci95[0] < ci90[0] < ci90[1] < ci95[1]  # the 90% interval lies strictly inside the 95% one
+
+
 def test_record_writer_cuts_a_partial_line_and_readers_skip_it(tmp_path):
     path = tmp_path / "records.jsonl"
     path.write_text(json.dumps({"id": "a"}) + "\n" + '{"id": "b", "ar')
