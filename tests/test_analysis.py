@@ -347,3 +347,45 @@ def test_ablation_findings_cover_only_the_conditions_that_ran():
     assert lines[0].startswith("Base accuracy 0.600 on 10 samples (1 with a visual sink")
     assert any("leaves accuracy about unchanged" in line for line in lines)
     assert not any("random image tokens" in line or "all heads" in line for line in lines)
+
+
+def captured_figures(monkeypatch):
+    """The matplotlib figures the analysis saves (save_figure closes them; the objects stay readable)."""
+    from vasink.analysis import figures
+
+    seen = []
+    original = figures.save_figure
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path, **kw: seen.append(fig) or original(fig, path, **kw))
+    return seen
+
+
+def test_demo_attention_maps_have_a_colour_bar_and_say_what_they_average(tmp_path, monkeypatch):
+    from vasink.analysis import figures
+
+    seen = captured_figures(monkeypatch)
+    sinks = torch.zeros(4, 4, dtype=torch.bool)
+    sinks[1, 2] = True
+    before, after = torch.rand(4, 4) / 16, torch.rand(4, 4) / 16
+    figures.attention_comparison_figure(image(), sinks, before, after, "q", tmp_path / "a.png")
+    figures.attention_comparison_figure(image(), sinks, before, after, "q", tmp_path / "b.png", layers=[3, 4],
+                                        heads=[1])
+    default, chosen = seen
+    assert len(default.axes) == 4 and "attention weight" in default.axes[3].get_ylabel()  # the colour bar
+    assert "mean over layers 2 to last and all heads" in default._suptitle.get_text()
+    assert "mean over layers 3, 4 and head 1" in chosen._suptitle.get_text()
+
+
+def test_heads_figure_hatches_the_layers_var_never_modifies(tmp_path, monkeypatch):
+    from vasink.analysis import heads
+
+    seen = captured_figures(monkeypatch)
+    num_layers, num_heads = 5, 3
+    high = np.ones((num_layers, num_heads))
+    result = {"visual_mass": high, "nonsink_ratio": high, "selected": {"general": high}, "rho": {"general": 0.8},
+              "prompts": 1, "rows": 4}
+    heads.heads_figure(result, (2, 3), tmp_path / "heads.png")
+    ax = seen[0].axes[0]
+    hatched = [patch for patch in ax.patches if patch.get_hatch()]
+    assert len(hatched) == 3  # layers 0, 1 and 4
+    assert all(patch.get_facecolor()[3] == 0 for patch in ax.patches)  # no pale fill to mistake for high values
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0*", "1*", "2", "3", "4*"]

@@ -14,33 +14,48 @@ import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 
+def averaged_over(layers=None, heads=None, query: int = -1) -> str:
+    """What an attention map averages, in words: ``layers`` / ``heads`` as given to
+    :func:`vasink.analysis.text_to_image_attention` (None: its defaults, layers 2 to last, all heads)."""
+    def span(values):
+        values = sorted(values)
+        if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+            return f"{values[0]}-{values[-1]}"
+        return ", ".join(str(v) for v in values)
+
+    layer_text = "layers 2 to last" if layers is None else \
+        (f"layer {layers[0]}" if len(layers) == 1 else f"layers {span(layers)}")
+    head_text = "all heads" if heads is None else (f"head {heads[0]}" if len(heads) == 1 else f"heads {span(heads)}")
+    token = "the last token" if query == -1 else f"token {query}"
+    return f"attention of {token} to each patch, mean over {layer_text} and {head_text}"
+
+
 def attention_comparison_figure(image, sink_grid: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
-                                title: str, path: str | Path) -> Path:
-    """Three panels: the image with sink patches outlined; attention before VAR; after VAR (same colour scale)."""
+                                title: str, path: str | Path, *, layers=None, heads=None, query: int = -1) -> Path:
+    """Three panels: the image with sink patches outlined; attention before VAR; after VAR (one colour scale,
+    one colour bar). ``layers``, ``heads``, ``query``: what the maps average, as passed to
+    :func:`vasink.analysis.text_to_image_attention` (None: its defaults); said under the title."""
     rows, cols = sink_grid.shape
     width, height = image.size
     cell_w, cell_h = width / cols, height / rows
     vmax = float(max(before.max(), after.max()))
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(11.5, 4.1))
     axes[0].imshow(image)
     for r, c in sink_grid.nonzero().tolist():
         axes[0].add_patch(Rectangle((c * cell_w, r * cell_h), cell_w, cell_h, fill=False, edgecolor="red", lw=1.5))
     axes[0].set_title(f"visual sinks ({int(sink_grid.sum())} patches)")
+    artist = None
     for ax, grid, name in ((axes[1], before, "attention, VAR off"), (axes[2], after, "attention, VAR on")):
         ax.imshow(image, alpha=0.35)
-        ax.imshow(np.asarray(grid), cmap="magma", alpha=0.75, vmin=0, vmax=vmax,
-                  extent=(0, width, height, 0), interpolation="nearest")
-        ax.set_title(name)
+        artist = ax.imshow(np.asarray(grid), cmap="magma", alpha=0.75, vmin=0, vmax=vmax,
+                           extent=(0, width, height, 0), interpolation="nearest")
+        ax.set_title(f"{name} (image total {float(grid.sum()):.3f})")
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    fig.colorbar(artist, ax=axes[2], fraction=0.046, pad=0.03, label="attention weight (both maps)")
+    fig.suptitle(f"{title}\n{averaged_over(layers, heads, query)}", fontsize=10)
+    return save_figure(fig, path)
 
 
 # -- shared helpers of the analysis figures -----------------------------------------------------------------

@@ -120,12 +120,13 @@ def heads_figure(result: dict, modified_layers, path) -> Path:
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
-        ax.set_yticks(range(num_layers))
         ax.set_xticks(range(num_heads) if num_heads <= 16 else range(0, num_heads, 4))
         for layer in range(num_layers):
-            if layer not in modified_layers:
-                ax.axhspan(layer - 0.5, layer + 0.5, color="white", alpha=0.35, lw=0)
+            if layer not in modified_layers:  # hatched, not paled: a pale cell would read as a high value
+                ax.axhspan(layer - 0.5, layer + 0.5, facecolor="none", edgecolor="0.6", hatch="////", lw=0)
+        ax.set_yticks(range(num_layers), [str(layer) if layer in modified_layers else f"{layer}*"
+                                          for layer in range(num_layers)])
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(f"heads over {result['prompts']} prompts ({result['rows']} text query rows); "
-                 f"pale rows: layers VAR never modifies", fontsize=9)
+                 f"hatched rows (layer marked *): layers VAR never modifies", fontsize=9)
     return save_figure(fig, path)

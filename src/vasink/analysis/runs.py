@@ -148,7 +148,7 @@ def attention_figure(image, panels, title: str, path) -> Path:
         grid_panel(ax_sinks, image, outline=sinks, title=f"{name}: {int(sinks.sum())} visual sinks")
         grid_panel(ax_before, image, before, vmax=vmax, title=f"VAR off (visual mass {float(before.sum()):.3f})")
         artist = grid_panel(ax_after, image, after, vmax=vmax, title=f"VAR on (visual mass {float(after.sum()):.3f})")
-        fig.colorbar(artist, ax=ax_after, fraction=0.046, pad=0.02)
+        fig.colorbar(artist, ax=ax_after, fraction=0.046, pad=0.02, label="attention weight")
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
 
