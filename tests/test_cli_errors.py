@@ -133,15 +133,18 @@ def test_the_parser_imports_nothing_heavy_and_import_vasink_reaches_every_subpac
     subpackages are still there after a bare ``import vasink``."""
     code = "\n".join([
         "import sys, vasink.cli",
+        "assert vasink.cli.main(['--help']) == 0",
+        f"print([m for m in {HEAVY + ('numpy',)!r} if m in sys.modules])",  # vasink --help: names only
         "vasink.cli.build_parser()",
-        f"print([m for m in {HEAVY!r} if m in sys.modules])",
+        f"print([m for m in {HEAVY!r} if m in sys.modules])",  # every command's flags
         "import vasink",
         "print(callable(vasink.analysis.image_grids), callable(vasink.organism.load), vasink.VARConfig.__name__)",
     ])
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
-    heavy, reached = result.stdout.splitlines()[-2:]
+    top_help, heavy, reached = result.stdout.splitlines()[-3:]
+    assert top_help == "[]", f"imported by vasink --help: {top_help}"
     assert heavy == "[]", f"imported while building the parser: {heavy}"
     assert reached == "True True VARConfig"
 

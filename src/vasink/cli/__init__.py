@@ -25,13 +25,29 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+ALL = "*"
+
+
+def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
+    """The parser; ``command``: the one command to build in full (the others get only their name and help,
+    which is all ``vasink --help`` shows and keeps it from importing the benchmark registry); ``ALL``: every
+    command in full, None: none."""
     parser = Parser(prog="vasink", description="Visual attention sinks and VAR for multimodal LLMs")
     parser.add_argument("--version", action="version", version=f"vasink {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name in COMMAND_MODULES:
-        importlib.import_module(name).add_commands(commands)
+        module = importlib.import_module(name)
+        if command == ALL or command in module.COMMANDS:
+            module.add_commands(commands)
+        else:
+            for stub, text in module.COMMANDS.items():
+                commands.add_parser(stub, help=text)
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command a command line names (the first word that is not an option), if any."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def main(argv=None) -> int:
@@ -40,7 +56,7 @@ def main(argv=None) -> int:
         print(f"vasink {__version__}")
         return 0
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(_command_of(argv)).parse_args(argv)
     except SystemExit as exit_:  # --help, --version, a usage mistake: argparse has printed what it had to say
         return exit_.code if isinstance(exit_.code, int) else 2
     with errors.one_line_warnings():

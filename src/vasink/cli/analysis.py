@@ -7,13 +7,22 @@ from .flags import int_list as _int_list
 from .flags import non_negative_int, non_negative_int_list, positive_int
 
 
+# command -> its one-line help (vasink --help lists these without building the parsers)
+COMMANDS = {
+    "sinks": "phi per token and layer, sink dimensions, visual sinks on the image",
+    "attention": "text-to-image attention before and after VAR",
+    "heads": "layer x head map of the visual non-sink ratio and the head test",
+    "ablate": "the paper's ablations (sink masking, no head test, budget target)",
+}
+
+
 def add_commands(commands) -> None:
-    sinks = commands.add_parser("sinks", help="phi per token and layer, sink dimensions, visual sinks on the image")
+    sinks = commands.add_parser("sinks", help=COMMANDS["sinks"])
     _model_options(sinks, "vasink-sinks")
     _image_options(sinks)
     sinks.set_defaults(func=run_sinks)
 
-    attention = commands.add_parser("attention", help="text-to-image attention before and after VAR")
+    attention = commands.add_parser("attention", help=COMMANDS["attention"])
     _model_options(attention, "vasink-attention")
     _image_options(attention)
     attention.add_argument("--layers", type=non_negative_int_list, default=None,
@@ -24,12 +33,12 @@ def add_commands(commands) -> None:
                            help="query token positions, negative from the end, e.g. --query=-1,-3 (default: -1, the last token)")
     attention.set_defaults(func=run_attention)
 
-    heads = commands.add_parser("heads", help="layer x head map of the visual non-sink ratio and the head test")
+    heads = commands.add_parser("heads", help=COMMANDS["heads"])
     _model_options(heads, "vasink-heads")
     _bench_options(heads)
     heads.set_defaults(func=run_heads)
 
-    ablate = commands.add_parser("ablate", help="the paper's ablations (sink masking, no head test, budget target)")
+    ablate = commands.add_parser("ablate", help=COMMANDS["ablate"])
     _model_options(ablate, "vasink-ablate")
     _bench_options(ablate)
     ablate.add_argument("--seeds", type=non_negative_int_list, default=[0, 1, 2], help="random-mask seeds (default: 0,1,2)")

@@ -8,6 +8,15 @@ from ..config import PRESETS
 from .flags import non_negative_int_list, positive_int
 
 
+# command -> its one-line help (vasink --help lists these without building the parsers)
+COMMANDS = {
+    "eval": "evaluate a model on a benchmark, VAR off and on",
+    "report": "merge a run's record files and write report.md/.json/.png",
+    "sweep": "VAR over a rho/p/tau grid, reusing one base arm",
+    "score": "score an answers file made elsewhere",
+}
+
+
 def _known() -> str:
     from ..eval.registry import known_benchmarks
 
@@ -40,23 +49,23 @@ def _add_run_arguments(parser, var_flags: bool = True) -> None:
 
 
 def add_commands(commands) -> None:
-    evaluate = commands.add_parser("eval", help="evaluate a model on a benchmark, VAR off and on")
+    evaluate = commands.add_parser("eval", help=COMMANDS["eval"])
     _add_run_arguments(evaluate)
     evaluate.set_defaults(func=run_eval_command)
 
-    report = commands.add_parser("report", help="merge a run's record files and write report.md/.json/.png")
+    report = commands.add_parser("report", help=COMMANDS["report"])
     report.add_argument("out", help="an eval output folder")
     report.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples (default 1000)")
     report.set_defaults(func=run_report_command)
 
-    sweep = commands.add_parser("sweep", help="VAR over a rho/p/tau grid, reusing one base arm")
+    sweep = commands.add_parser("sweep", help=COMMANDS["sweep"])
     _add_run_arguments(sweep, var_flags=False)
     sweep.add_argument("--rho", default=None, help="comma-separated rho values (default: the preset's)")
     sweep.add_argument("--p", default=None, help="comma-separated p values (default: the model's)")
     sweep.add_argument("--tau", default=None, help="comma-separated tau values (default: the model's)")
     sweep.set_defaults(func=run_sweep_command)
 
-    score = commands.add_parser("score", help="score an answers file made elsewhere")
+    score = commands.add_parser("score", help=COMMANDS["score"])
     score.add_argument("--bench", required=True, help=f"benchmark NAME or NAME:SUBSET; one of {_known()}")
     score.add_argument("--answers", required=True, help="JSONL answers: LLaVA's (question_id, text) or vasink records")
     score.add_argument("--arm", default=None,
