@@ -619,8 +619,7 @@ def planted_positions(visual_ids=(IMAGE, VIDEO), patches=(1,)):
                 for k in patches:
                     if k < len(positions):
                         mask[row, positions[k]] = True
-        first_real = attention_mask.long().argmax(-1) if attention_mask is not None \
-            else torch.zeros(len(mask), dtype=torch.long, device=mask.device)
+        first_real = (input_ids != PAD).long().argmax(-1)  # (any mask: 2D, 4D or a static cache's dict)
         mask[torch.arange(len(mask), device=mask.device), first_real] = True
         return mask
 

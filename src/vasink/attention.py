@@ -47,6 +47,11 @@ def var_attention_forward(module: nn.Module, query, key, value, attention_mask, 
         )
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
     plan = state.plan(module.layer_idx, query.shape[2], key.shape[2])
+    stock_mask = attention_mask
+    if attention_mask is None and key.shape[2] > state.num_keys:
+        # A static cache's empty slots follow the sequence and transformers leaves the mask out at its prefill
+        # (SDPA's upper-left causal alignment): say which keys each query sees, as the paths below assume.
+        attention_mask = causal_keys(query.shape[2], key.shape[2], state.num_keys - query.shape[2], query.device)
     if plan is not None and plan.visual_keys.device != query.device:  # a model split over devices (device_map)
         plan = plan.to(query.device)
     if state.intervention is not None:  # analysis: any change of the weights, on the reference path
@@ -55,7 +60,7 @@ def var_attention_forward(module: nn.Module, query, key, value, attention_mask, 
     if state.config.implementation == "reference":
         return reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config)
     if plan is None:
-        return stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
+        return stock_attention(module, query, key, value, stock_mask, scaling, dropout, state, **kwargs)
     if use_fused(query.device, query.shape[-1]):  # GPU: VAR inside one attention kernel (prefill and decode)
         allowed = None if attention_mask is None else allowed_keys(attention_mask, query.shape[2], key.shape[2],
                                                                    query.device)
@@ -96,7 +101,11 @@ def stock_attention(module, query, key, value, attention_mask, scaling, dropout,
     """The model's own attention (sdpa or eager), as it runs without vasink."""
     if state.original_implementation == "eager":
         eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward")
-        additive = additive_mask(allowed_keys(attention_mask, query.shape[2], key.shape[2], query.device), query.dtype)
+        if attention_mask is None and key.shape[2] > state.num_keys:  # a static cache's empty slots (see above)
+            allowed = causal_keys(query.shape[2], key.shape[2], state.num_keys - query.shape[2], query.device)
+        else:
+            allowed = allowed_keys(attention_mask, query.shape[2], key.shape[2], query.device)
+        additive = additive_mask(allowed, query.dtype)
         return eager(module, query, key, value, additive, scaling=scaling, dropout=dropout, **kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
@@ -105,13 +114,19 @@ def stock_attention(module, query, key, value, attention_mask, scaling, dropout,
 
 
 def allowed_keys(attention_mask, num_queries: int, num_keys: int, device) -> torch.Tensor:
-    """Bool (B or 1, 1, Q, K): which keys each query may attend to. ``None`` means plain causal."""
+    """Bool (B or 1, 1, Q, K): which keys each query may attend to. ``None`` means causal, the queries being the
+    last Q keys."""
     if attention_mask is None:
-        query_pos = torch.arange(num_keys - num_queries, num_keys, device=device)
-        return (torch.arange(num_keys, device=device)[None, :] <= query_pos[:, None])[None, None]
+        return causal_keys(num_queries, num_keys, num_keys - num_queries, device)
     if attention_mask.dtype == torch.bool:
         return attention_mask
     return attention_mask > torch.finfo(attention_mask.dtype).min / 2
+
+
+def causal_keys(num_queries: int, num_keys: int, first_query: int, device) -> torch.Tensor:
+    """Bool (1, 1, Q, K): causal attention for queries at key positions ``first_query, ..., first_query + Q - 1``."""
+    query_pos = torch.arange(first_query, first_query + num_queries, device=device)
+    return (torch.arange(num_keys, device=device)[None, :] <= query_pos[:, None])[None, None]
 
 
 def allowed_rows(attention_mask, rows: torch.Tensor, num_queries: int, num_keys: int) -> torch.Tensor:

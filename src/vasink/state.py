@@ -3,6 +3,18 @@
 One :class:`VARState` belongs to one enabled handle (or one ``detect_sinks`` call). Forward pre-hooks
 fill it: the model's own hook reads ``input_ids`` / the cache to set the token layout, and a hook on
 each decoder layer computes phi on the hidden states entering that layer during prefill.
+
+Sinks are found once per prompt, at its first forward (the prefill), and every later step of the same
+generation reuses them (docs/method.md). A forward is one of:
+
+- **prefill**: no cached tokens, and not a cache-free step (below): the prompt; its sinks are found.
+- **decode**: over a cache that holds the tokens seen so far (dynamic or static cache, or a sliding window's
+  tail); the new tokens are never sinks and are all eligible queries.
+- **cache-free step** (``generate(..., use_cache=False)``): a forward called with ``use_cache=False`` and no
+  cache whose ``input_ids`` begin with the last prompt's ids (and attention mask), are exactly one token
+  longer than the previous forward and hold no image placeholder after the prompt. The prompt's sinks are
+  reused, and the tokens after the prompt are treated as decode tokens: the same result as the cached run.
+  Any other cache-free forward is a new prompt.
 """
 
 from __future__ import annotations
@@ -52,11 +64,26 @@ def token_layout(adapter: ModelAdapter, model: nn.Module, input_ids: torch.Tenso
     """The prompt's :class:`TokenLayout` (``inputs``: the model's other inputs: image sizes, grids, ...)."""
     visual = adapter.visual_mask(model, input_ids, **inputs)  # (B, T)
     placeholder = adapter.placeholder_mask(model, input_ids, **inputs) | visual
-    valid = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 \
-        else torch.ones_like(visual)
+    valid = real_keys(attention_mask, input_ids.shape[1])
+    valid = valid if valid is not None else torch.ones_like(visual)
     after_first_image = placeholder.long().cumsum(-1) > 0
     return TokenLayout(visual=visual & valid, placeholder=placeholder, valid=valid,
                        eligible=after_first_image & ~placeholder & valid)
+
+
+def real_keys(attention_mask, length: int) -> torch.Tensor | None:
+    """(B, length) bool: which of the first ``length`` positions are real tokens (not padding), from whatever mask
+    the model is called with: a 2D padding mask, a 4D mask (B, 1, Q, K) (bool or additive), or a dict of 4D masks
+    per layer type (generate builds those for a static cache). None when there is no mask."""
+    if isinstance(attention_mask, dict):
+        attention_mask = attention_mask.get("full_attention", next(iter(attention_mask.values()), None))
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() == 2:
+        return attention_mask[:, :length].bool()
+    allowed = attention_mask if attention_mask.dtype == torch.bool \
+        else attention_mask > torch.finfo(attention_mask.dtype).min / 2
+    return allowed[:, 0].any(1)[:, :length]  # a key no query may attend to is padding
 
 
 class PrefillMask:
@@ -94,8 +121,12 @@ class VARState:
         self.reset()
 
     def reset(self) -> None:
-        self.phase = "idle"
+        self.phase = "idle"  # "prefill", "decode" or "cache-free" (a step of a generation without cache)
         self.num_keys = 0  # positions seen in this sequence (prefill + decoded)
+        # A preallocated (static) cache hands every layer all its slots: keys past num_keys are empty slots.
+        self.preallocated_cache = False
+        self.prompt_ids: torch.Tensor | None = None  # (B, T) the prompt's input_ids: recognizes a cache-free step
+        self.prompt_eligible: torch.Tensor | None = None  # (B, T) eligible prompt rows
         self.visual: PrefillMask | None = None  # visual keys; decoded tokens are never visual
         self.valid_keys: torch.Tensor | None = None  # (B, T_prefill) False on padding
         self.eligible_queries: torch.Tensor | None = None  # (B, Q) of the current call
@@ -124,9 +155,13 @@ class VARState:
         past = int(cache.get_seq_length()) if cache is not None else 0
         attention_mask = kwargs.get("attention_mask")
         batch, new = input_ids.shape
-        if past == 0:
+        if past == 0 and cache is None and kwargs.get("use_cache") is False \
+                and self._continues_prompt(input_ids, attention_mask):
+            self._begin_cache_free_step(input_ids, attention_mask)
+        elif past == 0:
             inputs = {k: v for k, v in kwargs.items() if k != "input_ids"}  # image sizes, grids: the adapter's
             self._begin_prefill(input_ids, attention_mask, inputs)
+            self.preallocated_cache = bool(getattr(cache, "is_compileable", False))
         else:
             if new > 1 and bool(self.adapter.placeholder_mask(self.model, input_ids).any()):
                 raise RuntimeError(
@@ -145,6 +180,35 @@ class VARState:
         self.eligible_queries = layout.eligible
         self.any_eligible = bool(self.eligible_queries.any())
         self.any_visual = bool(self.visual.prefill.any())
+        self.prompt_ids = input_ids.clone()
+        self.prompt_eligible = self.eligible_queries
+
+    def _continues_prompt(self, input_ids: torch.Tensor, attention_mask) -> bool:
+        """Whether a cache-free forward is the next step of the last prompt's generation (module docstring)."""
+        if self.phase not in ("prefill", "cache-free") or self.prompt_ids is None:
+            return False
+        prompt = self.prompt_ids
+        batch, length = input_ids.shape
+        if batch != prompt.shape[0] or length != self.num_keys + 1 or input_ids.device != prompt.device:
+            return False
+        if not torch.equal(input_ids[:, :prompt.shape[1]], prompt):
+            return False
+        real = real_keys(attention_mask, prompt.shape[1])
+        if real is not None and not torch.equal(real, self.valid_keys):
+            return False
+        return not bool(self.adapter.placeholder_mask(self.model, input_ids[:, prompt.shape[1]:]).any())
+
+    def _begin_cache_free_step(self, input_ids: torch.Tensor, attention_mask) -> None:
+        """The prompt and the tokens generated so far, recomputed: the prompt's sinks and layout; the tokens after
+        the prompt are decode tokens (never sinks or visual; eligible where real)."""
+        self.phase = "cache-free"
+        prompt_length = self.prompt_ids.shape[1]
+        self.num_keys = input_ids.shape[1]
+        real = real_keys(attention_mask, input_ids.shape[1])
+        real = real if real is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        generated = real[:, prompt_length:]  # (B, new)
+        self.eligible_queries = torch.cat([self.prompt_eligible, generated], dim=1)  # (B, T + new)
+        self.any_eligible = bool(self.prompt_eligible.any()) or self.any_visual
 
     def _begin_decode(self, batch: int, new: int, past: int, attention_mask, device) -> None:
         if self.visual is None or self.num_keys != past:
@@ -155,7 +219,8 @@ class VARState:
             )
         self.phase = "decode"
         self.num_keys = past + new
-        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[1] == past + new:
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2 \
+                and attention_mask.shape[1] == past + new:
             self.eligible_queries = attention_mask[:, past:].bool()  # (B, new): real new tokens
         else:
             self.eligible_queries = torch.ones(batch, new, dtype=torch.bool, device=device)
@@ -191,10 +256,16 @@ class VARState:
         """The VAR plan for this layer and call, or None when VAR leaves the layer untouched."""
         if layer_idx not in self.modified_layers or layer_idx not in self.sinks or self.visual is None:
             return None
-        # A sliding-window cache layer (Gemma 3, Mistral) hands a decode step only the last num_keys keys.
+        # A sliding-window cache layer (Gemma 3, Mistral) hands a decode step only the last num_keys keys; a
+        # static cache hands all its slots, the sequence's first num_keys and empty ones after it.
         window_decode = self.phase == "decode" and num_keys < self.num_keys
-        if num_keys != self.num_keys and not window_decode:
-            return None  # a call the hooks did not see (e.g. a bare decoder forward): leave it as is
+        empty_slots = self.preallocated_cache and num_keys > self.num_keys
+        if num_keys != self.num_keys and not (window_decode or empty_slots):
+            raise RuntimeError(
+                f"vasink: decoder layer {layer_idx} got {num_keys} keys, but the sequence it saw through the model's "
+                f"input_ids has {self.num_keys} tokens; call the whole model (not its decoder alone) with input_ids "
+                "while VAR is on"
+            )
         eligible = self.eligible_queries
         if eligible is None or eligible.shape[1] != num_queries or not self.any_eligible:
             return None
@@ -203,9 +274,9 @@ class VARState:
         if layer_idx not in self.sink_masks:
             self.sink_masks[layer_idx] = PrefillMask(self.sinks[layer_idx])
         # A sliding window slices the keys; whether the layer has a visual sink was judged at prefill.
-        start = self.num_keys - num_keys
-        visual = self.visual.over(self.num_keys)[:, start:]
-        sinks = self.sink_masks[layer_idx].over(self.num_keys)[:, start:]
+        start = max(self.num_keys - num_keys, 0)
+        visual = self.visual.over(start + num_keys)[:, start:]  # (B, num_keys): empty slots are False
+        sinks = self.sink_masks[layer_idx].over(start + num_keys)[:, start:]
         return LayerPlan(visual_keys=visual, sink_keys=sinks, eligible_queries=eligible,
                          layer_memo=self.layer_memos.setdefault(layer_idx, {}), call_memo=self.call_memo,
                          sliced=window_decode)
