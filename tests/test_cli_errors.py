@@ -75,7 +75,8 @@ def paths(tmp_path, monkeypatch):
 
 
 def assert_one_line(code: int, err: str, must_hold: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
+    """One line on stderr besides a progress bar (tqdm's ``\\r``-redrawn line, ``NN%|``) holding ``must_hold``."""
+    lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]
     assert code != 0, err
     assert "Traceback" not in err
     assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
@@ -161,3 +162,25 @@ def test_a_warning_is_one_line_without_its_source(paths, capsys, monkeypatch):
     assert main(["eval", "--bench", "organism-pope", "--limit", "1", "--out", str(paths["dir"] / "w")]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["warning: the shipped organism has no visual sink token", "vasink: error: --sink-dims: stop here"]
+
+
+def test_a_corrupt_image_in_an_eval_folder_is_one_line_and_keeps_what_was_written(tmp_path, capsys, monkeypatch):
+    from conftest import SINK_DIMS, tiny_llava, tiny_processor
+
+    from vasink import VARConfig
+    from vasink.eval import loading
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image = pytest.importorskip("PIL.Image")
+    Image.new("RGB", (28, 28), (200, 30, 30)).save(images / "COCO_val2014_000000000042.jpg")
+    (images / "COCO_val2014_000000000073.jpg").write_bytes(b"")  # samples 3 and 4: an empty file
+    loaded = loading.LoadedModel(tiny_llava(num_layers=3), tiny_processor(), "tiny", VARConfig(sink_dims=SINK_DIMS,
+                                                                                               tau=3.0))
+    monkeypatch.setattr(loading, "load_model", lambda *args, **kwargs: loaded)
+    out = tmp_path / "run"
+    code = main(["eval", "--bench", "pope", "--data", POPE, "--images", str(images), "--var", "off",
+                 "--batch-size", "2", "--out", str(out), "--no-report"])
+    message = assert_one_line(code, capsys.readouterr().err, "COCO_val2014_000000000073.jpg")
+    assert "empty or corrupt" in message
+    assert len((out / "records.jsonl").read_text().splitlines()) == 2  # the first batch is kept
