@@ -490,3 +490,38 @@ def test_llava_wild_joins_caption_lists_and_counts_unparsed_reviews_as_llava(tmp
     for i, r in enumerate(records):
         r["id"] = str(i)
     assert arm_metrics(bench, records)["overall"]["relative_score"] == pytest.approx(100 * 5 / 7)
+
+
+def test_llava_pope_and_textvqa_answer_files_score(tmp_path):
+    """model_vqa_loader.py's answers ({question_id, prompt, text}) for POPE's and TextVQA's question files."""
+    from vasink.eval.score import score_answers
+
+    pope = tmp_path / "pope-answers.jsonl"
+    pope.write_text("".join(json.dumps({"question_id": i, "prompt": "...", "text": t}) + "\n" for i, t in
+                            [(1, "Yes, there is a dog."), (2, "No, it is a cat."), (3, "No."), (4, "No")]))
+    result = score_answers("pope", pope, str(fx.FIXTURES / "pope_llava.jsonl"), str(tmp_path))
+    assert result["n"] == 4 and result["metrics"]["overall"]["accuracy"] == 0.75
+    assert result["metrics"]["random"]["accuracy"] == 1.0  # "No, it is a cat." reads as no (eval_pope.py)
+
+    textvqa = tmp_path / "textvqa-answers.jsonl"
+    textvqa.write_text(json.dumps({"question_id": 7, "prompt": "...", "text": "Nokia"}) + "\n")
+    data = str(fx.write_parquet(tmp_path / "textvqa.parquet", fx.rows_for("textvqa")))
+    assert score_answers("textvqa", textvqa, data)["metrics"]["overall"]["vqa_accuracy"] == 1.0
+
+
+S = "\nAnswer the question using a single word or phrase."
+L = "\nAnswer with the option's letter from the given choices directly."
+
+
+@pytest.mark.parametrize("bench, prompt", [
+    ("pope", "Is there a dog in the image?" + S),  # LLaVA's llava_pope_test.jsonl
+    ("vqav2", "How many dogs?" + S),  # llava_vqav2_mscoco_test-dev2015.jsonl
+    ("vizwiz", "What is this?\nWhen the provided information is insufficient, respond with 'Unanswerable'." + S),
+    ("scienceqa-img", "Context: Figure: Arctic fox.\nWhich animal's feet are also adapted for snow?\nA. fox\nB. camel"
+     + L),  # llava_test_CQM-A.json with --single-pred-prompt
+    ("seed", "How many towels?\nA. one\nB. two\nC. three\nD. four" + L),  # llava-seed-bench.jsonl
+    ("cvbench", "How many cars are in the image? Select from the following choices.\n(A) 3\n(B) 2\n(C) 1" + L),
+])
+def test_prompts_are_llava_15s(bench, prompt, tmp_path):
+    """The text after the image, as LLaVA-1.5's question files (scripts/v1_5/eval/*.sh) hold it."""
+    assert load(bench, tmp_path)[0].prompt == prompt
