@@ -1,11 +1,13 @@
 import pytest
+import torch
 
 from vasink import VARConfig
 
 
-def test_defaults_follow_the_paper():
+def test_defaults_are_the_papers_general_setting():
     config = VARConfig()
-    assert (config.tau, config.rho, config.p, config.min_visual_attention) == (20.0, 0.5, 0.6, 0.2)
+    assert (config.tau, config.rho, config.p, config.min_visual_attention) == (20.0, 0.8, 0.6, 0.2)
+    assert config == VARConfig.preset("general")
     assert config.sink_dims == "auto" and config.compat == "paper" and config.implementation == "fast"
     assert config.removed_fraction == pytest.approx(0.6)
 
@@ -14,6 +16,35 @@ def test_defaults_follow_the_paper():
 def test_presets(name, rho):
     assert VARConfig.preset(name).rho == rho
     assert VARConfig.preset(name, p=0.3).p == 0.3
+    assert VARConfig(p=0.3).with_preset(name, p=None).p == 0.6  # a preset is the paper's rho and p
+
+
+@pytest.mark.parametrize("name, code_rho", [("general", 0.2), ("hallucination", 0.5), ("vision-centric", 0.1)])
+def test_a_preset_means_the_same_in_released_code_mode(name, code_rho):
+    """The released code reads rho as the visual sink ratio's bound and p as the kept fraction: a preset is
+    converted, so it selects the same heads and moves the same share in both modes."""
+    paper = VARConfig.preset(name)
+    code = VARConfig.preset(name, compat="released-code")
+    assert code.compat == "released-code" and code.rho == code_rho and code.p == pytest.approx(0.4)
+    assert code.removed_fraction == pytest.approx(paper.removed_fraction)
+    assert VARConfig(compat="released-code").with_preset(name) == code
+    assert VARConfig().with_preset(name, compat="released-code") == code
+    # values given beside the preset are the mode's own, as the code's config files write them
+    assert VARConfig.preset(name, compat="released-code", rho=0.5, p=0.6).removed_fraction == pytest.approx(0.4)
+
+
+def test_preset_head_test_agrees_across_modes():
+    from vasink.redistribute import select_rows
+
+    visual_mass = torch.tensor([0.5, 0.5, 0.5, 0.5])
+    visual_sink_mass = torch.tensor([0.02, 0.09, 0.11, 0.3])  # non-sink ratios 0.96, 0.82, 0.78, 0.4
+    for name in ("general", "hallucination", "vision-centric"):
+        rows = {}
+        for compat in ("paper", "released-code"):
+            config = VARConfig.preset(name, compat=compat)
+            rows[compat] = select_rows(visual_mass, visual_sink_mass, torch.tensor(1.0), rho=config.rho,
+                                       min_visual_attention=config.min_visual_attention, compat=compat)
+        assert torch.equal(rows["paper"], rows["released-code"]), name
 
 
 def test_unknown_preset_lists_known():

@@ -1,8 +1,13 @@
 """VARConfig: every knob of sink detection and Visual Attention Redistribution, validated.
 
-Defaults follow the paper (SPEC §2). ``compat="released-code"`` reads ``rho`` and ``p`` the way the
-authors' released code does (SPEC §3): its ``rho`` bounds the visual *sink* ratio and its ``p`` is the
-fraction of sink attention *kept*.
+Defaults follow the paper: tau 20, rho 0.8 (the paper's setting for general vision-language tasks), p 0.6,
+min_visual_attention 0.2 (docs/method.md). ``compat="released-code"`` reads ``rho`` and ``p`` the way the
+authors' released code does: its ``rho`` bounds the visual *sink* ratio (1 - the paper's rho) and its ``p`` is
+the fraction of sink attention *kept* (1 - the paper's p).
+
+Presets are the paper's task settings and mean the same in both modes: in ``compat="released-code"`` their
+rho and p are written in the code's meaning (``VARConfig.preset("general", compat="released-code")`` has rho
+0.2 and p 0.4: the same heads selected and the same 60% moved as ``VARConfig.preset("general")``).
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ from typing import Sequence
 COMPAT_MODES = ("paper", "released-code")
 IMPLEMENTATIONS = ("fast", "reference")
 
-# rho of the paper's three task presets (paper meaning: minimum visual non-sink ratio of a head).
+# The paper's three task settings, in the paper's meaning: rho is the minimum visual non-sink ratio of a head,
+# p the fraction of sink attention removed. VARConfig.with_preset converts them for compat="released-code".
+PAPER_P = 0.6
 PRESETS = {
-    "general": {"rho": 0.8},
-    "hallucination": {"rho": 0.5},
-    "vision-centric": {"rho": 0.9},
+    "general": {"rho": 0.8, "p": PAPER_P},
+    "hallucination": {"rho": 0.5, "p": PAPER_P},
+    "vision-centric": {"rho": 0.9, "p": PAPER_P},
 }
 
-# Layers 0 and 1 are never searched: the massive activation appears from layer 2 on (SPEC §2).
+# Layers 0 and 1 are never searched: the massive activation appears from layer 2 on (docs/method.md).
 FIRST_SEARCHED_LAYER = 2
 
 
@@ -30,13 +37,23 @@ def removed_fraction(p: float, compat: str = "paper") -> float:
     return p if compat == "paper" else 1.0 - p
 
 
+def in_compat_meaning(paper_values: dict, compat: str) -> dict:
+    """The paper's rho / p written as ``compat`` reads them: the released code's rho and p are 1 - the paper's."""
+    if compat == "paper":
+        return dict(paper_values)
+    return {name: round(1.0 - value, 12) if name in ("rho", "p") else value for name, value in paper_values.items()}
+
+
 @dataclass(frozen=True)
 class VARConfig:
+    """Every knob of VAR. The defaults are the paper's general setting (rho 0.8, p 0.6, tau 20 for 4096/5120-wide
+    models: a narrower model needs its own tau, see ``vasink.find_sink_dims``)."""
+
     tau: float = 20.0  # phi threshold: a token is a sink when phi(x) > tau
-    rho: float = 0.5  # head test: visual non-sink ratio r >= rho (paper); sink ratio <= rho (released code)
+    rho: float = 0.8  # head test: visual non-sink ratio r >= rho (paper); sink ratio <= rho (released code)
     p: float = 0.6  # fraction of sink attention removed (paper); kept (released code)
     min_visual_attention: float = 0.2  # head test: visual mass m_V >= this
-    sink_dims: str | tuple[int, ...] = "auto"  # "auto" = known table (SPEC §4), else explicit dims
+    sink_dims: str | tuple[int, ...] = "auto"  # "auto" = known table (docs/method.md), else explicit dims
     layers: tuple[int, ...] | None = None  # layers VAR may modify; None = every layer >= 2
     except_last_layer: bool = True  # never modify the last decoder layer (paper); ignored by released-code
     compat: str = "paper"  # "paper" or "released-code"
@@ -55,16 +72,19 @@ class VARConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "VARConfig":
-        """The paper's task presets: "general" (rho 0.8), "hallucination" (0.5), "vision-centric" (0.9)."""
-        return cls().with_preset(name).replace(**overrides)
+        """The paper's task presets: "general" (rho 0.8), "hallucination" (0.5), "vision-centric" (0.9), each with
+        p 0.6. With ``compat="released-code"`` they are written in the code's meaning (rho 0.2 / 0.5 / 0.1, p 0.4);
+        the other ``overrides`` are taken as written, in the config's own meaning."""
+        return cls(compat=overrides.pop("compat", "paper")).with_preset(name, **overrides)
 
     def with_preset(self, name: str | None, **overrides) -> "VARConfig":
-        """This config with preset ``name``'s values (None: none), then the ``overrides`` that are not None on top
-        (command-line flags left unset)."""
+        """This config with preset ``name``'s rho and p (None: no preset), in the meaning of the config's compat mode,
+        then the ``overrides`` that are not None on top, as written (command-line flags left unset)."""
         if name is not None and name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         given = {k: v for k, v in overrides.items() if v is not None}
-        return self.replace(**{**(PRESETS[name] if name else {}), **given})
+        preset = in_compat_meaning(PRESETS[name], given.get("compat", self.compat)) if name else {}
+        return self.replace(**{**preset, **given})
 
     def replace(self, **changes) -> "VARConfig":
         return dataclasses.replace(self, **changes)
@@ -82,7 +102,7 @@ class VARConfig:
             raise ValueError(
                 f"layers {out_of_range} out of range: the model has {num_layers} decoder layers (0..{num_layers - 1})"
             )
-        # The released code never skips the last layer (a shadowed flag, SPEC §3).
+        # The released code never skips the last layer (a shadowed flag, docs/method.md).
         skip_last = self.except_last_layer and self.compat == "paper"
         return tuple(sorted(layer for layer in set(candidates) if not (skip_last and layer == num_layers - 1)))
 

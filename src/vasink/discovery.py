@@ -1,4 +1,4 @@
-"""Discover the sink dimensions of a model not in the known table (SPEC §4).
+"""Discover the sink dimensions of a model not in the known table (docs/method.md).
 
 Calibration prompts are run one at a time; for every decoder layer >= 2 the first token's
 ``|x[d]| / RMS(x)`` is recorded per dimension. Dimensions that are massive (above ``min_ratio``)
