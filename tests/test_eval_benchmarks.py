@@ -525,3 +525,10 @@ L = "\nAnswer with the option's letter from the given choices directly."
 def test_prompts_are_llava_15s(bench, prompt, tmp_path):
     """The text after the image, as LLaVA-1.5's question files (scripts/v1_5/eval/*.sh) hold it."""
     assert load(bench, tmp_path)[0].prompt == prompt
+
+
+def test_a_folder_with_a_plain_readme_is_still_a_question_folder(tmp_path):
+    """Only a dataset card (README opening with its YAML block) or <config>/*.parquet make a hub copy."""
+    (tmp_path / "README.md").write_text("# my POPE questions\n")
+    (tmp_path / "questions.jsonl").write_text((fx.FIXTURES / "pope_llava.jsonl").read_text())
+    assert len(get_benchmark("pope").load(str(tmp_path))) == 4

@@ -158,8 +158,14 @@ def open_table(source: str | None, config: str | None = None, split: str = "test
 
 
 def is_hub_repository(path: Path) -> bool:
-    """A downloaded hub dataset repository: a dataset card or parquet files below the top folder."""
-    return (path / "README.md").exists() or any(path.glob("*/*.parquet"))
+    """A downloaded hub dataset repository: a dataset card (README.md opening with its YAML block, which
+    names the configs' data files) or parquet files in subfolders (the hub's ``<config>/`` layout)."""
+    card = path / "README.md"
+    if card.is_file():
+        with card.open(errors="replace") as f:
+            if f.read(3) == "---":
+                return True
+    return any(path.glob("*/*.parquet"))
 
 
 def is_hub_source(source: str | None) -> bool:
