@@ -139,7 +139,10 @@ def test_the_parser_imports_nothing_heavy_and_import_vasink_reaches_every_subpac
         "vasink.cli.build_parser()",
         f"print([m for m in {HEAVY!r} if m in sys.modules])",  # every command's flags
         "import vasink",
-        "print(callable(vasink.analysis.image_grids), callable(vasink.organism.load), vasink.VARConfig.__name__)",
+        "import vasink.attention",  # imports the module vasink.redistribute: the name stays the function
+        "from vasink import redistribute",
+        "print(callable(vasink.analysis.image_grids), callable(vasink.organism.load), vasink.VARConfig.__name__,",
+        "      type(redistribute).__name__, type(vasink.redistribute).__name__)",
     ])
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -147,7 +150,7 @@ def test_the_parser_imports_nothing_heavy_and_import_vasink_reaches_every_subpac
     top_help, heavy, reached = result.stdout.splitlines()[-3:]
     assert top_help == "[]", f"imported by vasink --help: {top_help}"
     assert heavy == "[]", f"imported while building the parser: {heavy}"
-    assert reached == "True True VARConfig"
+    assert reached == "True True VARConfig function function"
 
 
 def test_a_warning_is_one_line_without_its_source(paths, capsys, monkeypatch):

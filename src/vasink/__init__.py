@@ -8,6 +8,8 @@ reachable as attributes after a bare ``import vasink``.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -56,3 +58,16 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS) | set(_SUBPACKAGES))
+
+
+class _Package(types.ModuleType):
+    """Importing a submodule sets it as an attribute of its package; ``vasink.redistribute`` is the function
+    of the same name (as ``from vasink import redistribute`` has always given), so that one is not replaced."""
+
+    def __setattr__(self, name, value):
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return  # the module stays reachable as sys.modules["vasink.<name>"] and through its imports
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
