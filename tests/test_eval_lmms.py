@@ -174,10 +174,12 @@ def test_mme_equals_lmms_evals_mme(lmms_task):
 
 
 VQA_REPLIES = ["Two", "2", "two dogs.", "The Nokia", "nokia", "yes!", "1,000", "1000", "dont", "don't", "t-shirt",
-               "t shirt", "what's that", "3.5", "Unanswerable", "coca cola", "coca-cola.", "red, white"]
+               "t shirt", "what's that", "3.5", "Unanswerable", "coca cola", "coca-cola.", "red, white", "a,b", "ab",
+               "McDonald's", "mcdonald 's", "stop?"]
 VQA_TRUTHS = [["2"] * 7 + ["two"] * 3, ["nokia"] * 6 + ["nokia phone"] * 4, ["1000"] * 4 + ["1,000"] * 6,
               ["don't"] * 10, ["t-shirt"] * 5 + ["shirt"] * 5, ["unanswerable"] * 9 + ["red"],
-              ["coca cola"] * 3 + ["coke"] * 7, ["red white"] * 2 + ["red, white"] * 2 + ["red"] * 6]
+              ["coca cola"] * 3 + ["coke"] * 7, ["red white"] * 2 + ["red, white"] * 2 + ["red"] * 6,
+              ["ab"] * 4 + ["a b"] * 6, ["mcdonald's"] * 5 + ["mcdonalds"] * 5, ["stop"] * 10]
 
 
 def _vqa_cases():

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from vasink.scoring import (
-    COGNITION, PERCEPTION, chair, choice_accuracy, cvbench_scores, gqa_match, mme_answer, mme_scores,
-    mmvp_pair_accuracy,
-    normalize_vqa_answer, option_letter, pope_answer, pope_metrics, vqa_accuracy,
+    COGNITION, PERCEPTION, chair, choice_accuracy, cvbench_scores, evalai_answer, gqa_match, mme_answer,
+    mme_scores, mmvp_pair_accuracy, normalize_vqa_answer, option_letter, pope_answer, pope_metrics, vqa_accuracy,
 )
 from vasink.scoring.coco_objects import CATEGORIES
 
@@ -58,6 +57,14 @@ def test_pope_metrics_bad_input(predictions, labels, fragment):
 
 
 # ---------------------------------------------------------------- VQA / GQA
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("What's that?", "what 's that"), ("a,b", "ab"), ("Two dogs.", "2 dogs"), ("The dont", "don't"),
+])
+def test_evalai_answer_processor(text, expected):
+    """TextVQA's m4c_evaluator.py / EvalAI: commas and "?" deleted and "'s" split off before VQA's rules."""
+    assert evalai_answer(text) == expected
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -13,13 +13,14 @@ from .chair import COCO_VOCABULARY, ObjectVocabulary, chair
 from .choice import choice_accuracy, cvbench_scores, mmvp_pair_accuracy, option_letter
 from .mme import COGNITION, PERCEPTION, mme_answer, mme_scores
 from .pope import pope_answer, pope_metrics
-from .vqa import gqa_match, normalize_vqa_answer, vqa_accuracy
+from .vqa import evalai_answer, gqa_match, normalize_vqa_answer, vqa_accuracy
 
 __all__ = [
     "pope_answer",
     "pope_metrics",
     "vqa_accuracy",
     "normalize_vqa_answer",
+    "evalai_answer",
     "gqa_match",
     "option_letter",
     "choice_accuracy",

@@ -13,7 +13,7 @@ articles and contraction repairs.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 # Removed (or turned into a space, see _strip_punctuation); '.' and "'" are handled apart.
 PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
@@ -72,6 +72,15 @@ def _strip_punctuation(text: str) -> str:
     return _PERIOD.sub("", out)
 
 
+def evalai_answer(text: str) -> str:
+    """An answer as the EvalAI answer processor reads it (LLaVA's ``m4c_evaluator.py`` for TextVQA and its
+    VizWiz / VQAv2 submission converters; lmms-eval's TextVQA and VizWiz): first lower-cased with commas and
+    question marks deleted and "'s" split off ("what's" -> "what 's"), then :func:`normalize_vqa_answer`."""
+    if not isinstance(text, str):
+        raise TypeError(f"a VQA answer must be str, not {type(text).__name__}")
+    return normalize_vqa_answer(text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip())
+
+
 def normalize_vqa_answer(text: str) -> str:
     """An answer as the VQA evaluation compares it: punctuation handled, lower-cased, number words as
     digits, articles dropped, apostrophe-less contractions repaired, single spaces."""
@@ -82,10 +91,12 @@ def normalize_vqa_answer(text: str) -> str:
     return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES)
 
 
-def vqa_accuracy(prediction: str, answers: Sequence[str | Mapping[str, str]]) -> float:
+def vqa_accuracy(prediction: str, answers: Sequence[str | Mapping[str, str]],
+                 normalize: Callable[[str], str] | None = None) -> float:
     """VQA accuracy of one prediction against the human answers (typically 10), in [0, 1].
 
-    Prediction and answers are normalized with :func:`normalize_vqa_answer`; the score is the mean,
+    Prediction and answers are normalized with ``normalize`` (default :func:`normalize_vqa_answer`, the VQA
+    evaluation's; :func:`evalai_answer` is TextVQA's and VizWiz's); the score is the mean,
     over leaving out each human answer in turn, of min(1, matches among the others / 3). With 10
     answers: 1 match -> 0.3, 2 -> 0.6, 3 -> 0.9, 4 or more -> 1. Shorter lists are treated the same
     way (so a single answer always scores 0). Answers may be strings or VQAv2-style dicts with an
@@ -96,8 +107,9 @@ def vqa_accuracy(prediction: str, answers: Sequence[str | Mapping[str, str]]) ->
     if not answers:
         raise ValueError("no ground-truth answers")
     texts = [a["answer"] if isinstance(a, Mapping) else a for a in answers]
-    truth = [normalize_vqa_answer(a) for a in texts]
-    pred = normalize_vqa_answer(prediction)
+    normalize = normalize or normalize_vqa_answer
+    truth = [normalize(a) for a in texts]
+    pred = normalize(prediction)
     matches = sum(t == pred for t in truth)
     # leaving out a matching answer leaves matches - 1; leaving out another leaves matches
     total = matches * min(1.0, (matches - 1) / 3) + (len(truth) - matches) * min(1.0, matches / 3)

@@ -19,6 +19,7 @@ list.
 
 from __future__ import annotations
 
+from ...scoring import evalai_answer
 from ..registry import Benchmark, register
 from .pope import SHORT_ANSWER
 from .vqav2 import VqaScoring
@@ -33,6 +34,7 @@ class TextVQA(VqaScoring, Benchmark):
     default_split = "validation"
     prompt_suffix = SHORT_ANSWER
     max_new_tokens = 128
+    normalize = staticmethod(evalai_answer)  # the EvalAI answer processor (LLaVA's m4c_evaluator.py, lmms-eval)
     with_ocr_tokens = True
 
     def question_text(self, row, question: str) -> str:

@@ -6,6 +6,7 @@ LLaVA's prompt asks for "Unanswerable" when the image does not tell.
 
 from __future__ import annotations
 
+from ...scoring import evalai_answer
 from ..registry import Benchmark, register
 from .pope import SHORT_ANSWER
 from .vqav2 import VqaScoring
@@ -20,5 +21,6 @@ class VizWiz(VqaScoring, Benchmark):
     default_split = "val"
     prompt_suffix = UNANSWERABLE + SHORT_ANSWER
     max_new_tokens = 128
+    normalize = staticmethod(evalai_answer)  # the EvalAI answer processor (LLaVA's m4c_evaluator.py, lmms-eval)
     subset_column = "category"
     image_id_column = "question_id"  # VizWiz names images by question

@@ -20,6 +20,7 @@ class VqaScoring:
     metric_name = "vqa_accuracy"
     subset_column: str | None = None  # the column the report breaks results down by
     image_id_column = "image_id"
+    normalize = staticmethod(normalize_vqa_answer)  # VQAv2's own evaluation (vqaEval.py, lmms-eval's vqav2)
 
     def sample_from_row(self, row) -> Sample:
         question = row.text("question", "text")
@@ -33,8 +34,8 @@ class VqaScoring:
         return question
 
     def score(self, target, answer, meta) -> Score:
-        value = vqa_accuracy(answer, target)
-        return Score(normalize_vqa_answer(answer), None, {"correct": value})
+        value = vqa_accuracy(answer, target, self.normalize)
+        return Score(self.normalize(answer), None, {"correct": value})
 
     def metrics(self, stats):
         return {self.metric_name: stats["correct"].mean(-1)}
