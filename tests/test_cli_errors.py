@@ -54,6 +54,13 @@ CASES = [
     ("sinks --model {dir}/no-such-model --out {dir}/o", "does not exist"),
     ("heads --model nobody/no-such-model --out {dir}/o", "not in the local Hugging Face cache"),
     ("eval --model {file} --bench organism-pope --out {dir}/o", "this is a file"),
+    ("eval --bench organism-pope --rho 2 --out {dir}/o", "--rho 2"),
+    ("eval --bench organism-pope --tau -1 --out {dir}/o", "--tau -1"),
+    ("sweep --bench organism-pope --rho 0.5,abc --out {dir}/o", "--rho"),
+    ("sweep --bench organism-pope --p 0.3,1.5 --out {dir}/o", "--p 1.5"),
+    ("attention --p 3 --out {dir}/o", "--p 3"),
+    ("ablate --base-records {dir} --out {dir}/o", "--base-records"),
+    ("sinks --image {dir} --question what --out {dir}/o", "this is a folder"),
 ]
 if cuda_missing():  # only testable where torch has no GPU
     CASES += [("eval --bench organism-pope --device cuda --out {dir}/o", "--device cuda"),

@@ -58,6 +58,8 @@ def open_image(path: str | Path):
     from PIL import Image
 
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"--image {path}: this is a folder; pass the path of one image file (PNG, JPEG ...)")
     if not path.is_file():
         raise FileNotFoundError(f"image file {str(path)!r} not found: pass --image with the path of an existing "
                                 "image file (PNG, JPEG ...)")

@@ -76,6 +76,10 @@ def preflight(args) -> None:
         check_out(out, folder=args.command not in FILE_OUT_COMMANDS)
     if getattr(args, "device", None):
         check_device(args.device)
+    check_var_values(args)
+    base_records = getattr(args, "base_records", None)
+    if base_records is not None and not (Path(base_records) / "run.json").is_file():
+        raise UsageError(f"--base-records {base_records}: no run.json there (not a vasink eval output folder)")
     model = getattr(args, "model", None)
     if model is not None and model != "organism":
         from ..eval.loading import check_model_spec
@@ -100,6 +104,28 @@ def check_out(out: str, folder: bool = True) -> None:
             if not os.access(above, os.W_OK):
                 raise UsageError(f"--out {out}: {above} is not writable")
             break
+
+
+def check_var_values(args) -> None:
+    """``--rho``, ``--p``, ``--tau`` (a sweep's comma-separated grids too) in VARConfig's ranges, before a model
+    is loaded."""
+    from ..config import VARConfig
+
+    for name in ("rho", "p", "tau"):
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            from ..eval.sweep import parse_grid
+
+            values = parse_grid(value, None, f"--{name}")
+        else:
+            values = [value]
+        for number in values:
+            try:
+                VARConfig(**{name: number})
+            except ValueError as error:
+                raise UsageError(f"--{name} {number:g}: {error}") from None
 
 
 def check_device(device: str) -> None:

@@ -110,8 +110,8 @@ def run_eval_command(args) -> int:
 def run_sweep_command(args) -> int:
     from ..eval.sweep import parse_grid, run_sweep
 
-    summary = run_sweep(_settings(args), parse_grid(args.rho, None), parse_grid(args.p, None),
-                        parse_grid(args.tau, None))
+    summary = run_sweep(_settings(args), parse_grid(args.rho, None, "--rho"), parse_grid(args.p, None, "--p"),
+                        parse_grid(args.tau, None, "--tau"))
     return _finish(args, summary)
 
 

@@ -16,13 +16,17 @@ def arm_name(rho: float, p: float, tau: float) -> str:
     return f"var-rho{rho:g}-p{p:g}-tau{tau:g}"
 
 
-def parse_grid(text: str | None, default: float | None) -> list[float | None]:
+def parse_grid(text: str | None, default: float | None, flag: str = "a sweep grid") -> list[float | None]:
+    """"0.5,0.8" -> [0.5, 0.8]; None -> [default]. ``flag`` names the option in the error."""
     if text is None:
         return [default]
     try:
-        return [float(v) for v in str(text).split(",") if v.strip()]
+        values = [float(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"a sweep grid is comma-separated numbers, got {text!r}") from None
+        values = []
+    if not values:
+        raise ValueError(f"{flag} takes comma-separated numbers such as 0.5,0.8, got {text!r}")
+    return values
 
 
 def run_sweep(settings: EvalSettings, rhos: Sequence[float | None], ps: Sequence[float | None],
