@@ -283,3 +283,28 @@ def test_gqa_exact_match_equals_lmms_evals_on_plain_answers():
     theirs = exact_match_hf_evaluate([p for p, _ in pairs], [t for _, t in pairs], ignore_case=True,
                                      ignore_punctuation=True)["exact_match"]
     assert np.mean([bench.score(t, p, {}).correct for p, t in pairs]) == pytest.approx(theirs)
+
+
+@pytest.mark.parametrize("bench_name, task", [("scienceqa-img", "scienceqa.utils"), ("seed", "seedbench.utils")])
+def test_letter_accuracy_equals_lmms_evals_on_letter_answers(lmms_task, bench_name, task):
+    """ScienceQA-IMG (LLaVA's parse: "B" or "B. ...") and SEED (the first character) in lmms-eval agree with
+    vasink on answers that open with the letter; vasink also reads "(B)", "The answer is B" and the option's
+    text, which they count wrong (docs/benchmarks.md)."""
+    utils = lmms_task(task)
+    from vasink.eval.registry import Sample
+
+    rng = np.random.default_rng(5)
+    choices = ["fox", "camel", "seal", "owl"]
+    ours_right, theirs = [], []
+    for i in range(40):
+        truth = int(rng.integers(0, 4))
+        reply = str(rng.choice(["A", "B", "C", "D", "A. fox", "B. camel", "C. seal", "D. owl"]))
+        sample = Sample(id=str(i), prompt="q", target="ABCD"[truth], meta={"choices": choices})
+        ours_right.append(_records(bench_name, [sample], [reply])[1][0]["correct"])
+        if bench_name == "seed":
+            result = utils.seed_process_result({"answer": "ABCD"[truth], "data_type": "image", "question_id": str(i)},
+                                               [reply])["seed_all"]
+            theirs.append(utils.seed_aggregation_result([result]))
+        else:
+            theirs.append(utils.sqa_process_results({"choices": choices, "answer": truth}, [reply])["exact_match"])
+    assert np.mean(ours_right) == pytest.approx(np.mean(theirs)) and 0 < np.mean(theirs) < 1
