@@ -136,7 +136,8 @@ def test_pope_equals_lmms_evals_pope(lmms_task):
     labels = rng.choice(["yes", "no"], 60).tolist()
     answers = [str(a) for a in rng.choice(["Yes", "no", "yes", "No"], 60)]
     docs = [{"question_id": str(i), "answer": label} for i, label in enumerate(labels)]
-    samples = [Sample(id=str(i), prompt="Is there a dog?", target=label, subset="random") for i, label in enumerate(labels)]
+    samples = [Sample(id=str(i), prompt="Is there a dog?", target=label, subset="random")
+               for i, label in enumerate(labels)]
     ours = _overall("pope", samples, answers)
     results = [utils.pope_process_results(doc, [answer]) for doc, answer in zip(docs, answers)]
     for name, theirs in [("accuracy", utils.pope_aggregate_accuracy), ("precision", utils.pope_aggregate_precision),

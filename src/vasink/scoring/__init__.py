@@ -1,4 +1,5 @@
-"""Benchmark scorers as the community computes them (rules and sources: docs/benchmarks.md): pure functions, no model, no I/O.
+"""Benchmark scorers as the community computes them: pure functions, no model, no I/O (each rule and its
+source: docs/benchmarks.md).
 
     >>> from vasink.scoring import pope_metrics, vqa_accuracy
     >>> pope_metrics(["Yes.", "No, there is not."], ["yes", "yes"])["recall"]

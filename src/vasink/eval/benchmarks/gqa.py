@@ -2,8 +2,9 @@
 
 Hub: ``lmms-lab/GQA``, two configs: ``testdev_balanced_instructions`` (split ``testdev``; columns id,
 imageId, question, answer, fullAnswer, ...) and ``testdev_balanced_images`` (id, image), joined on
-imageId (the images config is read from the same source: the hub id or a downloaded copy). Local: LLaVA's ``llava_gqa_testdev_balanced.jsonl`` (question_id, image, text) with an
-``answer`` field, images in ``--images``.
+imageId (the images config is read from the same source: the hub id or a downloaded copy). Local:
+LLaVA's ``llava_gqa_testdev_balanced.jsonl`` (question_id, image, text) with an ``answer`` field, images
+in ``--images``.
 """
 
 from __future__ import annotations
