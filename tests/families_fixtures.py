@@ -574,7 +574,7 @@ FAMILIES = {f.name: f for f in (LlavaNext(), LlavaOnevision(), Qwen2VL(), Qwen25
 class Planter:
     """Puts a massive value in ``SINK_DIMS`` into decoder layer 1's output at chosen tokens.
 
-    Planted: the first real token (a BOS-like text sink) and the ``patches``-th visual token of every
+    Planted: the first real text token (a BOS-like text sink) and the ``patches``-th visual token of every
     image grid (vasink's own grid layout is not used to choose them: positions come from ``choose``).
     The value is ``factor`` times the token's RMS, so phi lands near sqrt(hidden / 2) whatever the scale.
     """
@@ -606,7 +606,7 @@ class Planter:
 
 
 def planted_positions(visual_ids=(IMAGE, VIDEO), patches=(1,)):
-    """A ``choose`` for :class:`Planter`: the first real token and the k-th token of every visual run."""
+    """A ``choose`` for :class:`Planter`: the first real text token and the k-th token of every visual run."""
 
     def choose(input_ids, attention_mask):
         visual = torch.isin(input_ids, torch.tensor(visual_ids, device=input_ids.device))
@@ -619,8 +619,10 @@ def planted_positions(visual_ids=(IMAGE, VIDEO), patches=(1,)):
                 for k in patches:
                     if k < len(positions):
                         mask[row, positions[k]] = True
-        first_real = (input_ids != PAD).long().argmax(-1)  # (any mask: 2D, 4D or a static cache's dict)
-        mask[torch.arange(len(mask), device=mask.device), first_real] = True
+        # the BOS-like token: the first real text token (PaliGemma's <bos> follows its image tokens); from the
+        # ids, as the mask may be 2D, 4D or a static cache's dict
+        first_text = ((input_ids != PAD) & ~visual).long().argmax(-1)
+        mask[torch.arange(len(mask), device=mask.device), first_text] = True
         return mask
 
     return choose

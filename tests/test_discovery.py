@@ -46,3 +46,20 @@ def test_no_massive_dims_in_a_random_model():
 def test_empty_prompts_is_an_error():
     with pytest.raises(ValueError, match="at least one prompt"):
         vasink.find_sink_dims(tiny_llava(), tiny_processor(), prompts=[])
+
+
+def test_find_sink_dims_reads_the_bos_after_paligemmas_image_tokens():
+    """PaliGemma's prompt is ``[image tokens] <bos> prefix``: the BOS-like token is not token 0."""
+    from families_fixtures import BOS, FAMILIES, Planter, paligemma_processor
+
+    model = FAMILIES["paligemma"].build()
+    processor = paligemma_processor()
+    inputs = build_prompt_inputs(processor, calibration_images(28)[0], "describe the image")
+    assert inputs["input_ids"][0, 0] != BOS and BOS in inputs["input_ids"][0].tolist()
+    planter = Planter(model, lambda input_ids, attention_mask: input_ids == BOS)  # sink dims on <bos> only
+    try:
+        found = vasink.find_sink_dims(model, processor)
+    finally:
+        planter.remove()
+    assert found.dims == SINK_DIMS
+    assert found.first_token_phi[:, 2:].min() > 2 * found.median_token_phi[:, 2:].max()

@@ -36,3 +36,12 @@ def test_known_table_and_auto():
         resolve_sink_dims("auto", llama3)
     with pytest.raises(ValueError, match="out of range for hidden size 4096"):
         resolve_sink_dims((5000,), llava7b)
+
+
+def test_unreachable_tau_names_the_ceiling_and_the_way_out():
+    from vasink.sinks import unreachable_tau
+
+    assert unreachable_tau(15.9, 256) is None
+    message = unreachable_tau(20.0, 256)
+    assert "tau=20" in message and "sqrt(256) = 16.00" in message and "find_sink_dims" in message
+    assert unreachable_tau(16.0, 256) is not None  # phi <= 16 and sinks need phi > tau

@@ -213,18 +213,79 @@ def test_disable_inside_a_var_block_stays_off_and_bad_config_changes_nothing(pla
     assert not again.active and torch.equal(logits(planted, inputs), base)
 
 
-def test_half_precision_runs_and_agrees():
-    model = tiny_llava().to(torch.bfloat16)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_fast_path_makes_the_reference_paths_change(dtype):
+    """VAR's change of the logits (not the logits: the rounding of a half-precision model is as large as VAR's
+    effect on this tiny model) is the reference path's change, so a fast path that returned the stock attention
+    in half precision fails."""
+    model = tiny_llava().to(dtype)
     planter = SinkPlanter(model)
-    inputs = batch_inputs([prompt_ids()])
-    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
-    with vasink.var(model, CONFIG):
+    inputs = batch_inputs([prompt_ids(), prompt_ids(images=2, suffix=(7, 8))])
+    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+    config = CONFIG.replace(p=0.9, rho=0.0, min_visual_attention=0.0)  # every eligible row: a large change
+    base = logits(model, inputs).float()
+    with vasink.var(model, config):
         fast = logits(model, inputs).float()
-    with vasink.var(model, CONFIG.replace(implementation="reference")):
+    with vasink.var(model, config.replace(implementation="reference")):
         reference = logits(model, inputs).float()
     planter.remove()
+    real = inputs["attention_mask"].bool()
+    fast_change, reference_change = (fast - base)[real], (reference - base)[real]
     assert torch.isfinite(fast).all()
-    torch.testing.assert_close(fast, reference, rtol=0.05, atol=0.05)
+    assert reference_change.norm() > 0.5, "the sinks must matter in this test"
+    assert (fast_change - reference_change).norm() < 0.25 * reference_change.norm()
+
+
+def test_mixed_batch_on_the_cpu_fast_path_leaves_the_row_without_visual_sinks_alone():
+    """Row 0 has visual sinks, row 1 only its BOS sink: the layers' VAR skips row 1 (no visual sink) and
+    changes row 0, on the CPU fast path (prefill rows and decode rows) as on the reference path."""
+    model = tiny_llava()
+    planter = SinkPlanter(model)
+    planted_mask = planter.planted_mask
+    first_row = torch.arange(2)[:, None] == 0
+    planter.planted_mask = lambda ids: planted_mask(ids) & ((ids != IMAGE_TOKEN) | first_row)  # visual: row 0 only
+    inputs = batch_inputs([prompt_ids(), prompt_ids(prefix=(BOS, 5, 6))])
+    config = CONFIG.replace(rho=0.0, min_visual_attention=0.0)  # the head test would select row 1's rows too
+    report = vasink.detect_sinks(model, inputs, config)
+    assert report[2].visual_sink_positions(0) and not report[2].visual_sink_positions(1)
+    assert report[2].text_sink_positions(1), "row 1 has a text sink: VAR would move its attention if it ran"
+    base, base_tokens = logits(model, inputs), generate(model, inputs, new=4)
+    for implementation in ("fast", "reference"):
+        with vasink.var(model, config.replace(implementation=implementation)):
+            out, tokens = logits(model, inputs), generate(model, inputs, new=4)
+        assert (out[0] - base[0]).abs().max() > 1e-3, implementation
+        torch.testing.assert_close(out[1], base[1], rtol=1e-5, atol=1e-5)
+        assert torch.equal(tokens[1], base_tokens[1])
+    with vasink.var(model, config.replace(skip_layers_without_visual_sink=False)):
+        assert (logits(model, inputs)[1] - base[1]).abs().max() > 1e-3, "the flag is what leaves row 1 alone"
+    planter.remove()
+
+
+def test_phi_equal_to_tau_is_not_a_sink(planted):
+    """Sinks are phi > tau, strictly."""
+    inputs = batch_inputs([prompt_ids()])
+    phi = vasink.detect_sinks(planted, inputs, CONFIG).layers[2].phi[0, 0]  # the planted BOS
+    assert phi > CONFIG.tau
+    at_phi = vasink.detect_sinks(planted, inputs, CONFIG.replace(tau=float(phi)))
+    assert not at_phi[2].sink_mask[0, 0]
+    below = float(torch.nextafter(phi, phi.new_tensor(0.0)))  # the next float32 down
+    assert vasink.detect_sinks(planted, inputs, CONFIG.replace(tau=below))[2].sink_mask[0, 0]
+
+
+def test_unreachable_tau_is_a_clear_error(planted):
+    """phi <= sqrt(hidden_size) = 8 here: tau >= 8 would make VAR a silent no-op."""
+    inputs = batch_inputs([prompt_ids()])
+    base = logits(planted, inputs)
+    with pytest.raises(ValueError, match=r"tau=8 can never be reached.*sqrt\(64\) = 8\.00.*find_sink_dims"):
+        vasink.enable(planted, CONFIG.replace(tau=8.0))
+    assert torch.equal(logits(planted, inputs), base)
+    handle = vasink.enable(planted, CONFIG)
+    with pytest.raises(ValueError, match="tau=20 can never be reached"):
+        vasink.enable(planted, CONFIG.replace(tau=20.0))
+    assert handle.active and handle.config == CONFIG  # VAR as it was
+    handle.disable()
+    with pytest.warns(UserWarning, match="find_sink_dims"):  # detect_sinks still reports phi
+        vasink.detect_sinks(planted, inputs, CONFIG.replace(tau=8.0))
 
 
 def test_unsupported_model_lists_supported():

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -19,7 +20,7 @@ from torch import nn
 from . import attention
 from .config import VARConfig
 from .models import adapter_for
-from .sinks import LayerSinks, SinkReport, resolve_sink_dims
+from .sinks import LayerSinks, SinkReport, resolve_sink_dims, unreachable_tau
 from .state import VARState, install_hooks
 
 HANDLE_ATTR = "_vasink_handle"
@@ -59,7 +60,12 @@ class VARHandle:
         """Validate ``config`` for this model (before anything changes) and resolve its sink dims."""
         if not isinstance(config, VARConfig):
             raise TypeError(f"config must be a vasink.VARConfig, got {type(config).__name__}")
-        return resolve_sink_dims(config.sink_dims, self.adapter.text_config(self.model))
+        text_config = self.adapter.text_config(self.model)
+        sink_dims = resolve_sink_dims(config.sink_dims, text_config)
+        unreachable = unreachable_tau(config.tau, text_config.hidden_size)
+        if unreachable:  # VAR would be a no-op on every prompt: a config error, not a run
+            raise ValueError(f"VARConfig.{unreachable}")
+        return sink_dims
 
     def _attach(self, config: VARConfig, sink_dims: tuple[int, ...] | None = None) -> None:
         sink_dims = sink_dims if sink_dims is not None else self._sink_dims(config)
@@ -110,6 +116,9 @@ class VARHandle:
 def enable(model: nn.Module, config: VARConfig | None = None, *, intervention=None) -> VARHandle:
     """Switch VAR on for ``model`` (enabling again replaces the config); returns the handle.
 
+    A config VAR cannot run with is a ValueError and leaves the model as it was: sink dims out of range or
+    unknown for the model, or a tau no token can exceed (phi <= sqrt(hidden_size); see ``find_sink_dims``).
+
     ``intervention`` (analysis): a rule ``(weights, plan, config, layer) -> weights`` applied on the reference
     path in place of VAR, in the layers and on the rows VAR would consider (see ``vasink.analysis``).
     """
@@ -152,7 +161,11 @@ def detect_sinks(model: nn.Module, inputs, config: VARConfig | None = None) -> S
     """
     config = config if config is not None else VARConfig()
     adapter = adapter_for(model)
-    sink_dims = resolve_sink_dims(config.sink_dims, adapter.text_config(model))
+    text_config = adapter.text_config(model)
+    sink_dims = resolve_sink_dims(config.sink_dims, text_config)
+    unreachable = unreachable_tau(config.tau, text_config.hidden_size)
+    if unreachable:  # phi is still reported; the sink masks will be empty
+        warnings.warn(f"VARConfig.{unreachable}", stacklevel=2)
     state = VARState(model, adapter, config, sink_dims, record_phi=True)
     hooks = install_hooks(model, adapter, state)
     try:

@@ -1,9 +1,10 @@
 """Discover the sink dimensions of a model not in the known table (docs/method.md).
 
-Calibration prompts are run one at a time; for every decoder layer >= 2 the first token's
-``|x[d]| / RMS(x)`` is recorded per dimension. Dimensions that are massive (above ``min_ratio``)
-in at least ``min_fraction`` of the (prompt, layer) pairs are the sink dimensions. The evidence
-is kept so the user can check the choice, and a tau is suggested from the same numbers.
+Calibration prompts are run one at a time; for every decoder layer >= 2 the first text token's
+``|x[d]| / RMS(x)`` is recorded per dimension (the BOS-like token: the first token that is not an image
+placeholder, so PaliGemma's ``[image tokens] <bos> prefix`` is read at its ``<bos>``). Dimensions that are
+massive (above ``min_ratio``) in at least ``min_fraction`` of the (prompt, layer) pairs are the sink
+dimensions. The evidence is kept so the user can check the choice, and a tau is suggested from the same numbers.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class SinkDims:
     """Discovered sink dimensions and the evidence behind them."""
 
     dims: tuple[int, ...]
-    first_token_ratio: torch.Tensor  # (prompts, layers, hidden): |x_0[d]| / RMS(x_0) entering each layer
+    first_token_ratio: torch.Tensor  # (prompts, layers, hidden): |x[d]| / RMS(x) of the first text token
     median_token_ratio: torch.Tensor  # (prompts, layers, hidden): median over the other tokens
     searched_layers: tuple[int, ...]
     min_ratio: float
@@ -85,7 +86,8 @@ def build_prompt_inputs(processor, image: Image.Image, prompt: str):
 @torch.no_grad()
 def find_sink_dims(model: nn.Module, processor, prompts=None, images=None, *, min_ratio: float | None = None,
                    min_fraction: float = 0.5, max_dims: int = 4) -> SinkDims:
-    """Find the hidden dimensions that carry massive activations on the first token across layers and prompts."""
+    """Find the hidden dimensions that carry massive activations on the first text (BOS-like) token across layers
+    and prompts."""
     adapter = adapter_for(model)
     hidden_size = adapter.text_config(model).hidden_size
     layers = adapter.decoder_layers(model)
@@ -111,9 +113,11 @@ def find_sink_dims(model: nn.Module, processor, prompts=None, images=None, *, mi
             model(**inputs)
             hidden = torch.stack([captured[i].float() for i in range(num_layers)])  # (L, T, D)
             ratios = dimension_ratios(hidden)  # (L, T, D)
-            first.append(ratios[:, 0])
-            median.append(ratios[:, 1:].median(dim=1).values if ratios.shape[1] > 1 else torch.zeros_like(ratios[:, 0]))
-            hidden_by_prompt.append(hidden[:, 1:].to("cpu", torch.bfloat16))  # for median_phi: off the GPU, half size
+            bos = first_text_token(model, adapter, inputs)
+            others = torch.arange(ratios.shape[1], device=ratios.device) != bos  # (T,)
+            first.append(ratios[:, bos])
+            median.append(ratios[:, others].median(dim=1).values if others.any() else torch.zeros_like(ratios[:, 0]))
+            hidden_by_prompt.append(hidden[:, others].to("cpu", torch.bfloat16))  # for median_phi: off the GPU
     finally:
         for hook in hooks:
             hook.remove()
@@ -133,6 +137,20 @@ def find_sink_dims(model: nn.Module, processor, prompts=None, images=None, *, mi
         suggested = float("nan")
     return SinkDims(dims, first_ratio, median_ratio, searched, float(min_ratio), frequency,
                     first_phi, median_phi, suggested)
+
+
+def first_text_token(model: nn.Module, adapter, inputs) -> int:
+    """Position of the prompt's first token that is not an image placeholder: the BOS-like token (the first token
+    for LLaVA-style prompts, the one after the image for PaliGemma's ``[image tokens] <bos> prefix``)."""
+    input_ids = inputs["input_ids"]
+    extra = {k: v for k, v in dict(inputs).items() if k != "input_ids"}
+    placeholder = adapter.placeholder_mask(model, input_ids, **extra) | adapter.visual_mask(model, input_ids, **extra)
+    text = ~placeholder[0]
+    if "attention_mask" in extra:
+        text &= extra["attention_mask"][0].bool()
+    if not text.any():
+        raise ValueError("find_sink_dims: a calibration prompt has no text token (every token is an image placeholder)")
+    return int(text.nonzero()[0])
 
 
 def _suggest_tau(first_phi: torch.Tensor, median_phi: torch.Tensor) -> float:

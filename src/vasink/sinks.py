@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -34,6 +35,17 @@ def sink_dim_index(sink_dims: Sequence[int], hidden_states: torch.Tensor) -> tor
     if bad:
         raise ValueError(f"sink_dims {bad} out of range for hidden size {hidden_size} (valid: 0..{hidden_size - 1})")
     return torch.tensor(dims, device=hidden_states.device)
+
+
+def unreachable_tau(tau: float, hidden_size: int) -> str | None:
+    """Why ``tau`` can never mark a sink on a model ``hidden_size`` wide (phi <= sqrt(hidden_size)), or None."""
+    ceiling = math.sqrt(hidden_size)
+    if tau < ceiling:
+        return None
+    return (f"tau={tau:g} can never be reached on this model: phi <= sqrt(hidden_size) = sqrt({hidden_size}) = "
+            f"{ceiling:.2f}, so no token would be a sink and VAR would change nothing (tau 20 suits 4096/5120-wide "
+            "models). Run found = vasink.find_sink_dims(model, processor) and pass "
+            "VARConfig(sink_dims=found.dims, tau=found.suggested_tau)")
 
 
 def dimension_ratios(hidden_states: torch.Tensor) -> torch.Tensor:
