@@ -532,3 +532,11 @@ def test_a_folder_with_a_plain_readme_is_still_a_question_folder(tmp_path):
     (tmp_path / "README.md").write_text("# my POPE questions\n")
     (tmp_path / "questions.jsonl").write_text((fx.FIXTURES / "pope_llava.jsonl").read_text())
     assert len(get_benchmark("pope").load(str(tmp_path))) == 4
+
+
+def test_benchmarks_say_when_their_number_is_not_the_papers():
+    """VQAv2 and VizWiz: local val, while papers report EvalAI test-dev (docs/benchmarks.md)."""
+    for name in ("vqav2", "vizwiz"):
+        assert "test-dev" in get_benchmark(name).comparability
+    assert "OCR" in get_benchmark("textvqa-plain").comparability and not get_benchmark("textvqa").comparability
+    assert get_benchmark("gqa").comparability == ""

@@ -85,6 +85,7 @@ class Benchmark:
 
     name: str = ""  # set by @register
     description: str = ""
+    comparability: str = ""  # how the number relates to the one papers report, when it differs (docs/benchmarks.md)
     default_data: str | None = None  # hub dataset id (or None: --data is required)
     default_config: str | None = None  # hub dataset config name
     default_split: str = "test"

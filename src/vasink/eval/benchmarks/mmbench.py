@@ -32,6 +32,8 @@ class MMBench(ChoiceScoring, Benchmark):
     default_split = "dev"
     prompt_suffix = LETTER_ANSWER
     max_new_tokens = 128
+    comparability = ("letters read by rule only; MMBench's server also asks ChatGPT to match answers that are not "
+                     "a clear letter")
 
     def sample_from_row(self, row) -> Sample:
         choices = []

@@ -46,3 +46,4 @@ class TextVQA(VqaScoring, Benchmark):
 class TextVQAPlain(TextVQA):
     description = "TextVQA val, VQA accuracy; the question alone (no OCR tokens)"
     with_ocr_tokens = False
+    comparability = "no OCR tokens: lmms-eval's default prompt, not LLaVA-1.5's TextVQA setting"

@@ -24,3 +24,5 @@ class VizWiz(VqaScoring, Benchmark):
     normalize = staticmethod(evalai_answer)  # the EvalAI answer processor (LLaVA's m4c_evaluator.py, lmms-eval)
     subset_column = "category"
     image_id_column = "question_id"  # VizWiz names images by question
+    comparability = ("local val split; papers report test-dev, scored by the EvalAI server: compare base vs VAR "
+                     "here, not with a paper's number")

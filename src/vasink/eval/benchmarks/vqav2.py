@@ -62,3 +62,5 @@ class VQAv2(VqaScoring, Benchmark):
     prompt_suffix = SHORT_ANSWER
     max_new_tokens = 128
     subset_column = "answer_type"
+    comparability = ("local val split; papers report test-dev, scored by the EvalAI server: compare base vs VAR "
+                     "here, not with a paper's number")
