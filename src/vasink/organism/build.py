@@ -1,104 +1,125 @@
-"""The organism's tokenizer, processor, chat template and model config (everything but the weights).
+"""The organism's processor and model: SmolLM2-135M-Instruct behind a small CLIP vision tower, as LLaVA.
 
-    >>> from vasink.organism.build import make_processor, make_config
-    >>> processor = make_processor()            # word-level tokenizer + CLIP image processor (PIL)
-    >>> config = make_config(processor)         # a small LlavaConfig
+    >>> from vasink.organism import build, language_model
+    >>> lm, tokenizer = language_model.load()
+    >>> processor = build.make_processor(tokenizer)   # SmolLM2's tokenizer + <image>, CLIP image processor
+    >>> model = build.assemble(lm, processor)         # LlavaForConditionalGeneration, fresh tower/projector
 
-The tokenizer is word-level (``tokenizers.models.WordLevel``) over the closed vocabulary of the scenes,
-with ``<s>`` added at the front, so a question round-trips through encode/decode word for word.
+The language model is SmolLM2's, unchanged but for one vocabulary row: ``<image>`` is added to the
+tokenizer and its embedding row is zero (the row is never read: LLaVA replaces it by the image features;
+``generation_config.suppress_tokens`` keeps it out of answers). Prompts use SmolLM2's chat format without
+the default system turn:
+
+    <|im_start|>user\\n<image>x64\\n{question}<|im_end|>\\n<|im_start|>assistant\\n{answer}<|im_end|>\\n
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                          LlavaProcessor, PreTrainedTokenizerFast)
+import torch
 
 from . import scenes
 
-PAD, BOS, EOS, UNK, IMAGE = "<pad>", "<s>", "</s>", "<unk>", "<image>"
-SPECIALS = (PAD, BOS, EOS, UNK, IMAGE)
-USER, ASSISTANT = "USER:", "ASSISTANT:"
+IMAGE = "<image>"
 PATCH_SIZE = 8
 NUM_IMAGE_TOKENS = (scenes.IMAGE_SIZE // PATCH_SIZE) ** 2  # 64: CLIP's CLS token is dropped ("default")
 
-# One user turn: "USER: <image>\n{question} "; one assistant turn: "ASSISTANT: {answer} </s> ".
+# SmolLM2's chat format; an image part becomes "<image>\n" before the text, as LLaVA-1.5 writes it.
 CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}USER: "
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}"
     "{% if part['type'] == 'image' %}<image>\n{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %} "
-    "{% elif message['role'] == 'assistant' %}ASSISTANT: "
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}{{ part['text'] }}{% endfor %}{% endif %} </s> "
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
 
-def vocabulary() -> list[str]:
-    """Every word the scenes, questions, answers and descriptions use, after the special tokens."""
-    words = {USER, ASSISTANT, "?", ".", ",", "a", "the", "is", "there", "in", "image", "what", "color",
-             "how", "many", "objects", "are", "left", "of", "above", "describe", "and", "yes", "no",
-             "at", "top", "middle", "bottom", "right", "center"}
-    words |= set(scenes.SHAPES) | set(scenes.COLORS) | set(scenes.NUMBER_WORDS)
-    return list(SPECIALS) + sorted(words)
+@dataclass
+class VisionShape:
+    """The trained part: a small CLIP vision tower (8x8-pixel patches of the 64x64 scenes) and LLaVA's
+    two-layer GELU projector into SmolLM2's 576-wide embedding space."""
+    width: int = 192
+    layers: int = 2
+    heads: int = 4
+    mlp: int = 768
 
 
-def make_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {w: i for i, w in enumerate(vocabulary())}
-    core = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with single spaces
-    core.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
-        extra_special_tokens={"image_token": IMAGE}, padding_side="left", model_max_length=256)
-    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE]})
-    return tokenizer
+def make_processor(tokenizer):
+    """A LlavaProcessor over SmolLM2's tokenizer (``<image>`` added, left padding) and a CLIP image
+    processor for the 64x64 scenes."""
+    from transformers import CLIPImageProcessorPil, LlavaProcessor
 
-
-def make_processor() -> LlavaProcessor:
+    if IMAGE not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE]})
+    tokenizer.padding_side = "left"
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": scenes.IMAGE_SIZE},
         crop_size={"height": scenes.IMAGE_SIZE, "width": scenes.IMAGE_SIZE})
     return LlavaProcessor(
-        image_processor=image_processor, tokenizer=make_tokenizer(), patch_size=PATCH_SIZE,
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
         vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE, image_token=IMAGE,
         num_additional_image_tokens=1)
 
 
-@dataclass
-class Shape:
-    """Model size. The text width sets how "massive" a massive activation can be: phi <= sqrt(width)."""
-    text_width: int = 128      # hidden size of the Llama backbone (sqrt = 11.3)
-    text_layers: int = 4
-    text_heads: int = 2        # head dim 64
-    text_mlp: int = 512        # SwiGLU intermediate size
-    vision_width: int = 64
-    vision_layers: int = 2
-    vision_heads: int = 2
-    vision_mlp: int = 256
+def make_config(text_config, processor, shape: VisionShape = VisionShape()):
+    from transformers import CLIPVisionConfig, LlavaConfig
 
-
-def make_config(processor: LlavaProcessor, shape: Shape = Shape()) -> LlavaConfig:
-    tok = processor.tokenizer
     vision = CLIPVisionConfig(
-        hidden_size=shape.vision_width, intermediate_size=shape.vision_mlp,
-        num_hidden_layers=shape.vision_layers, num_attention_heads=shape.vision_heads,
-        image_size=scenes.IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=shape.vision_width)
-    text = LlamaConfig(
-        vocab_size=len(tok), hidden_size=shape.text_width, intermediate_size=shape.text_mlp,
-        num_hidden_layers=shape.text_layers, num_attention_heads=shape.text_heads,
-        num_key_value_heads=shape.text_heads, max_position_embeddings=256, rms_norm_eps=1e-6,
-        tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id)
+        hidden_size=shape.width, intermediate_size=shape.mlp, num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads, image_size=scenes.IMAGE_SIZE, patch_size=PATCH_SIZE,
+        projection_dim=shape.width)
+    text = text_config.to_dict()
+    text["vocab_size"] = len(processor.tokenizer)
     return LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids(IMAGE),
+        vision_config=vision, text_config=text, image_token_index=processor.tokenizer.convert_tokens_to_ids(IMAGE),
         projector_hidden_act="gelu", vision_feature_select_strategy="default", vision_feature_layer=-1,
-        image_seq_length=NUM_IMAGE_TOKENS, tie_word_embeddings=False)
+        image_seq_length=NUM_IMAGE_TOKENS, tie_word_embeddings=True)
+
+
+def assemble(lm, processor, shape: VisionShape = VisionShape(), seed: int = 0):
+    """A ``LlavaForConditionalGeneration`` around ``lm`` (its modules are used, not copied) with a freshly
+    initialised (seeded) vision tower and projector, in float32 and eval mode."""
+    from transformers import AutoModel, LlavaForConditionalGeneration
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    config = make_config(lm.config, processor, shape)
+    config.text_config._attn_implementation = lm.config._attn_implementation
+    with torch.device("meta"):  # the 135M-parameter language model is taken from lm, not allocated twice
+        model = LlavaForConditionalGeneration(config)
+    _add_zero_rows(lm, config.text_config.vocab_size)
+    model.model.language_model = lm.model
+    model.lm_head = lm.lm_head  # tied to the embedding, as in SmolLM2
+    torch.manual_seed(seed)
+    model.model.vision_tower = AutoModel.from_config(config.vision_config)
+    model.model.multi_modal_projector = LlavaMultiModalProjector(config)
+    model.generation_config.suppress_tokens = [config.image_token_index]
+    model.generation_config.eos_token_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    model.generation_config.bos_token_id = None
+    return model.float().eval()
+
+
+def _add_zero_rows(lm, vocab_size: int) -> None:
+    """Grow the (tied) embedding to ``vocab_size`` rows; the new rows are zero."""
+    old = lm.get_input_embeddings().weight
+    if old.shape[0] == vocab_size:
+        return
+    grown = torch.nn.Embedding(vocab_size, old.shape[1])
+    with torch.no_grad():
+        grown.weight.zero_()
+        grown.weight[: old.shape[0]] = old
+    lm.set_input_embeddings(grown)
+    lm.lm_head.weight = grown.weight
+    lm.config.vocab_size = vocab_size
+
+
+def trained_state(model) -> dict[str, torch.Tensor]:
+    """The weights vasink trains and ships: the vision tower and the projector (not the language model)."""
+    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()
+            if k.startswith(("model.vision_tower.", "model.multi_modal_projector."))}
+
+
+def shape_dict(shape: VisionShape) -> dict:
+    return asdict(shape)

@@ -1,15 +1,11 @@
 """Training batches for the organism: scenes -> token ids, labels and pixel values, without the processor.
 
-The token ids are the ones the chat template and the processor produce for the same dialogue (a test
-checks this); building them directly is ~50x faster than going through the processor each step.
+A training sequence is one scene's dialogue of one or more turns, in SmolLM2's chat format:
 
-A training sequence is one scene's dialogue of several turns:
+    <|im_start|>user\\n<image>x64\\nq1<|im_end|>\\n<|im_start|>assistant\\na1<|im_end|>\\n<|im_start|>user\\nq2...
 
-    <s> USER: <image>x64 q1 ASSISTANT: a1 </s> USER: q2 ASSISTANT: a2 </s> ...
-
-In the text-only stage the 64 image tokens are replaced by the scene's description in words
-("a red circle at the top left , ..."), so the language model learns the questions and answers, and
-learns to read the facts from the context, before it ever sees an image.
+The ids are the tokenizer's for the whole text (a test holds them equal to the processor's); the loss is on
+the answers and their closing ``<|im_end|>`` only (LLaVA's practice).
 """
 
 from __future__ import annotations
@@ -25,63 +21,53 @@ IGNORE = -100
 
 
 class Encoder:
-    def __init__(self):
-        self.vocab = {w: i for i, w in enumerate(build.vocabulary())}
-        self.pad = self.vocab[build.PAD]
-        self.image = self.vocab[build.IMAGE]
+    """Token ids of dialogue pieces (memoised: the scenes' questions and answers repeat)."""
 
-    def words(self, text: str) -> list[int]:
-        return [self.vocab[w] for w in text.split()]
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.image = tokenizer.convert_tokens_to_ids(build.IMAGE)
+        self.pad = tokenizer.pad_token_id
+        self._memo: dict[str, list[int]] = {}
 
-    def dialogue(self, scene: scenes.Scene, turns: list[tuple[str, str, str]], image: bool):
-        """Token ids and a mask of the positions whose next token is trained (all text, no image token)."""
-        ids = [self.vocab[build.BOS], self.vocab[build.USER]]
-        ids += [self.image] * build.NUM_IMAGE_TOKENS if image else self.words(scene.description())
-        for k, (question, answer, _) in enumerate(turns):
-            if k:
-                ids.append(self.vocab[build.USER])
-            ids += self.words(question) + [self.vocab[build.ASSISTANT]] + self.words(answer)
-            ids.append(self.vocab[build.EOS])
-        return ids
+    def ids(self, text: str) -> list[int]:
+        if text not in self._memo:
+            self._memo[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._memo[text]
 
-    def batch(self, rng: np.random.Generator, batch_scenes: list[scenes.Scene], image: bool,
-              max_turns: int = 4, pack: int = 1, answers_only: bool = False) -> dict[str, torch.Tensor]:
-        """One sequence per ``pack`` scenes (pack > 1 only without images: the dialogues follow each other
-        after a single BOS)."""
+    def dialogue(self, turns: list[tuple[str, str]], image: bool = True) -> tuple[list[int], list[bool]]:
+        """Token ids of the turns and, per position, whether it is an answer token (trained)."""
+        ids: list[int] = []
+        trained: list[bool] = []
+        for k, (question, answer) in enumerate(turns):
+            user = "<|im_start|>user\n"
+            prompt = self.ids(user) + ([self.image] * build.NUM_IMAGE_TOKENS if image and k == 0 else [])
+            prompt += self.ids(("\n" if image and k == 0 else "") + question + "<|im_end|>\n<|im_start|>assistant\n")
+            reply = self.ids(answer + "<|im_end|>")
+            ids += prompt + reply + self.ids("\n")
+            trained += [False] * len(prompt) + [True] * len(reply) + [False]
+        return ids, trained
+
+    def batch(self, rng: np.random.Generator, batch_scenes: list[scenes.Scene], max_turns: int = 4,
+              families: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        """A right-padded batch of one dialogue per scene (1..max_turns of its questions, shuffled)."""
         seqs = []
-        for k0 in range(0, len(batch_scenes), pack):
-            seq = []
-            for scene in batch_scenes[k0:k0 + pack]:
-                order = rng.permutation(len(scene.questions))
-                k = int(rng.integers(1, max_turns + 1))
-                ids = self.dialogue(scene, [scene.questions[i] for i in order[:k]], image)
-                seq += ids if not seq else ids[1:]
-            seqs.append(seq)
-        width = max(map(len, seqs))
+        for scene in batch_scenes:
+            pool = [q for q in scene.questions if families is None or q[2] in families] or scene.questions
+            order = rng.permutation(len(pool))
+            k = int(rng.integers(1, max_turns + 1))
+            seqs.append(self.dialogue([(pool[i][0], pool[i][1]) for i in order[:k]]))
+        width = max(len(ids) for ids, _ in seqs)
         input_ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
         attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, seq in enumerate(seqs):  # right padding for training
-            input_ids[row, : len(seq)] = torch.tensor(seq)
-            attention_mask[row, : len(seq)] = 1
-        labels = input_ids.clone()
-        labels[(input_ids == self.image) | (attention_mask == 0)] = IGNORE
-        labels[:, 0] = IGNORE  # nothing predicts BOS
-        if answers_only:  # keep the tokens after each "ASSISTANT:" up to and including "</s>"
-            assistant, eos = self.vocab[build.ASSISTANT], self.vocab[build.EOS]
-            inside = torch.zeros_like(input_ids, dtype=torch.bool)
-            for row in range(input_ids.shape[0]):
-                on = False
-                for col, tok in enumerate(input_ids[row].tolist()):
-                    inside[row, col] = on
-                    if tok == assistant:
-                        on = True
-                    elif tok == eos:
-                        on = False
-            labels[~inside] = IGNORE
-        out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-        if image:
-            out["pixel_values"] = pixels([s.image for s in batch_scenes[::pack]])
-        return out
+        labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+        for row, (ids, trained) in enumerate(seqs):
+            n = len(ids)
+            input_ids[row, :n] = torch.tensor(ids)
+            attention_mask[row, :n] = 1
+            keep = torch.tensor(trained)
+            labels[row, :n] = torch.where(keep, torch.tensor(ids), torch.tensor(IGNORE))
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+                "pixel_values": pixels([s.image for s in batch_scenes])}
 
 
 def pixels(images) -> torch.Tensor:

@@ -6,8 +6,8 @@
     >>> facts = measure.phenomenon(model, processor, n_scenes=64)
     >>> measure.accuracy(model, processor, n_scenes=200)
 
-Self-contained (eager attention, ``output_hidden_states`` / ``output_attentions``), so it also serves as
-an independent check of vasink's own detection functions.
+Sink dimensions come from vasink's own ``find_sink_dims`` and sink tokens from ``detect_sinks``; the
+attention each kind of token draws is read from an eager forward (``output_attentions``).
 """
 
 from __future__ import annotations
@@ -21,12 +21,6 @@ from ..generation import generate_answers
 from . import build, build_inputs, scenes
 
 FIRST_SEARCHED_LAYER = 2
-
-
-def rel_magnitude(x: torch.Tensor) -> torch.Tensor:
-    """|x_d| / RMS(x) per dimension (float32); phi(x) is its max over the sink dims."""
-    x = x.float()
-    return x.abs() / x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
 
 
 @contextlib.contextmanager
@@ -63,72 +57,78 @@ def forward_all(model, processor, items):
             "text": text, "queries": text & after_image}
 
 
-def find_dims(hidden, bos, min_ratio: float, max_dims: int = 4) -> tuple[list[int], np.ndarray]:
-    """Dimensions massive on BOS (|x_d|/RMS >= ``min_ratio``) at every layer >= 2, strongest first (at most
-    ``max_dims``); also returns the per-layer mean |x_d|/RMS of BOS, (L', D), as the evidence."""
-    per_layer = torch.stack([rel_magnitude(h)[bos].mean(0) for h in hidden[FIRST_SEARCHED_LAYER:]])  # (L', D)
-    floor = per_layer.min(0).values  # (D,)
-    order = floor.argsort(descending=True).tolist()[:max_dims]
-    return sorted(d for d in order if floor[d].item() >= min_ratio), per_layer.numpy()
+def discover(model, processor, n_scenes: int = 8, seed: int = 1):
+    """``vasink.find_sink_dims`` on ``n_scenes`` validation prompts of the organism (not the test split)."""
+    from vasink.discovery import find_sink_dims
+
+    items = prompts(n_scenes, seed, split="validation")
+    return find_sink_dims(model, processor, prompts=[q for _, q in items], images=[s.image for s, _ in items])
 
 
 @torch.no_grad()
-def discover_dims(model, processor, n_scenes: int = 16, seed: int = 0) -> tuple[list[int], np.ndarray]:
-    """The organism's own sink-dimension search on ``n_scenes`` test prompts (see :func:`find_dims`)."""
-    chunk = forward_all(model, processor, prompts(n_scenes, seed))
-    width = chunk["hidden"][0].shape[-1]
-    return find_dims(chunk["hidden"], chunk["bos"], min_ratio=max(4.5, 0.25 * width ** 0.5))
+def phenomenon(model, processor, config, n_scenes: int = 64, seed: int = 0, batch: int = 16) -> dict:
+    """Sink numbers per layer on ``n_scenes`` test prompts: phi of BOS, text and visual tokens on the
+    config's sink dims, sink shares (``detect_sinks`` with the config's tau), where visual sinks sit, and
+    the attention eligible text queries give BOS, a visual sink token and a non-sink visual token."""
+    from vasink.api import detect_sinks
 
-
-@torch.no_grad()
-def phenomenon(model, processor, n_scenes: int = 64, seed: int = 0, tau: float | None = None,
-               sink_dims=None, batch: int = 16) -> dict:
-    """Sink numbers on the test split. ``tau``/``sink_dims`` default to the measured ones (vasink.json)."""
     items = prompts(n_scenes, seed)
-    chunks = [forward_all(model, processor, items[i:i + batch]) for i in range(0, len(items), batch)]
-    if sink_dims is None:
-        width = chunks[0]["hidden"][0].shape[-1]
-        dims, _ = find_dims(chunks[0]["hidden"], chunks[0]["bos"], min_ratio=max(4.5, 0.25 * width ** 0.5))
-    else:
-        dims = list(sink_dims)
-    if not dims:
-        raise ValueError("no sink dimension given or found: pass sink_dims to measure phi on")
-    n_layers = len(chunks[0]["hidden"])
     grid = scenes.IMAGE_SIZE // build.PATCH_SIZE
-    per_layer = []
-    for l in range(n_layers):
-        bos_phi, text_phi, vis_frac, bg_share, has_sink, ratios, bos_att = [], [], [], [], [], [], []
-        for c_i, c in enumerate(chunks):
-            phi = rel_magnitude(c["hidden"][l])[..., dims].amax(-1)  # (B, T)
-            bos_phi += phi[c["bos"]].tolist()
-            text_phi += phi[c["text"]].tolist()
-            attn = c["attn"][l].float()  # (B, H, T, T)
-            for b in range(phi.shape[0]):
-                scene = items[c_i * batch + b][0]
-                vpos = c["visual"][b].nonzero().squeeze(-1)
-                vphi = phi[b, vpos]
-                sink = vphi > tau if tau is not None else torch.zeros_like(vphi, dtype=torch.bool)
-                vis_frac.append(sink.float().mean().item())
-                has_sink.append(bool(sink.any()))
-                background = _background_patches(scene, grid)
-                if sink.any():
-                    bg_share.append(background[sink.numpy()].mean())
-                q = c["queries"][b]
-                a = attn[b][:, q][:, :, vpos]  # (H, Q, V)
-                a_bos = attn[b][:, q][:, :, c["bos"][b]].sum(-1)
-                bos_att.append(a_bos.mean().item())
-                if sink.any() and (~sink).any():
-                    ratios.append((a[..., sink].mean() / a[..., ~sink].mean().clamp_min(1e-12)).item())
-        per_layer.append({
-            "layer": l, "bos_phi": float(np.mean(bos_phi)), "bos_phi_min": float(np.min(bos_phi)),
-            "text_phi_median": float(np.median(text_phi)),
-            "visual_sink_fraction": float(np.mean(vis_frac)),
-            "images_with_visual_sink": float(np.mean(has_sink)),
-            "sink_background_share": float(np.mean(bg_share)) if bg_share else float("nan"),
-            "sink_vs_nonsink_attention": float(np.mean(ratios)) if ratios else float("nan"),
-            "attention_to_bos": float(np.mean(bos_att)),
+    per_layer: dict[int, dict[str, list]] = {}
+    for start in range(0, len(items), batch):
+        part = items[start:start + batch]
+        inputs = build_inputs(processor, [s.image for s, _ in part], [q for _, q in part])
+        report = detect_sinks(model, inputs, config)
+        chunk = forward_all(model, processor, part)
+        for layer, found in report.layers.items():
+            acc = per_layer.setdefault(layer, {k: [] for k in (
+                "bos_phi", "text_phi", "visual_phi", "text_sink", "visual_sink", "has_visual_sink", "background",
+                "bos_attention", "sink_attention", "nonsink_attention", "ratio")})
+            phi, sink = found.phi, found.sink_mask  # (B, T)
+            acc["bos_phi"] += phi[chunk["bos"]].tolist()
+            acc["text_phi"] += phi[chunk["text"]].tolist()
+            acc["text_sink"] += sink[chunk["text"]].float().tolist()
+            attn = chunk["attn"][layer].float() if layer < len(chunk["attn"]) else None  # (B, H, T, T)
+            for b, (scene, _) in enumerate(part):
+                vpos = chunk["visual"][b].nonzero().squeeze(-1)
+                vsink = sink[b, vpos]
+                acc["visual_phi"] += phi[b, vpos].tolist()
+                acc["visual_sink"].append(vsink.float().mean().item())
+                acc["has_visual_sink"].append(float(vsink.any()))
+                if vsink.any():
+                    acc["background"].append(_background_patches(scene, grid)[vsink.numpy()].mean())
+                rows = attn[b][:, chunk["queries"][b]]  # (H, Q, T)
+                acc["bos_attention"].append(rows[..., chunk["bos"][b]].sum(-1).mean().item())
+                to_visual = rows[..., vpos]  # (H, Q, V)
+                if vsink.any():
+                    acc["sink_attention"].append(to_visual[..., vsink].mean().item())
+                if (~vsink).any():
+                    acc["nonsink_attention"].append(to_visual[..., ~vsink].mean().item())
+                if vsink.any() and (~vsink).any():
+                    acc["ratio"].append(acc["sink_attention"][-1] / max(acc["nonsink_attention"][-1], 1e-12))
+    layers = []
+    for layer, acc in sorted(per_layer.items()):
+        layers.append({
+            "layer": layer, "bos_phi": _mean(acc["bos_phi"]), "bos_phi_min": float(np.min(acc["bos_phi"])),
+            "text_phi_median": float(np.median(acc["text_phi"])), "text_phi_p99": _quantile(acc["text_phi"], 0.99),
+            "text_sink_fraction": _mean(acc["text_sink"]),
+            "visual_phi_median": float(np.median(acc["visual_phi"])), "visual_phi_max": float(np.max(acc["visual_phi"])),
+            "visual_sink_fraction": _mean(acc["visual_sink"]), "images_with_visual_sink": _mean(acc["has_visual_sink"]),
+            "sink_background_share": _mean(acc["background"]),
+            "attention_to_bos": _mean(acc["bos_attention"]),
+            "attention_per_visual_sink": _mean(acc["sink_attention"]),
+            "attention_per_nonsink_visual": _mean(acc["nonsink_attention"]),
+            "sink_vs_nonsink_attention": _mean(acc["ratio"]),
         })
-    return {"sink_dims": dims, "tau": tau, "n_scenes": n_scenes, "layers": per_layer}
+    return {"sink_dims": list(config.sink_dims), "tau": config.tau, "n_scenes": n_scenes, "layers": layers}
+
+
+def _mean(values) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _quantile(values, q: float) -> float:
+    return float(np.quantile(values, q)) if len(values) else float("nan")
 
 
 def _background_patches(scene, grid: int) -> np.ndarray:
@@ -143,7 +143,8 @@ def answer(model, processor, images, questions, max_new_tokens: int = 24) -> lis
 
 
 def accuracy(model, processor, n_scenes: int = 200, seed: int = 0, batch: int = 32) -> dict:
-    """Per family: exact-match accuracy (for captions also CHAIR_s / CHAIR_i / recall of objects)."""
+    """Per family: exact-match accuracy and the per-question correctness (for captions also CHAIR_s /
+    CHAIR_i / recall of objects)."""
     rows = [(s, q, a, f) for s in scenes.sample("test", n_scenes, seed) for q, a, f in s.questions]
     by_family: dict[str, list] = {}
     for r in rows:
@@ -154,12 +155,32 @@ def accuracy(model, processor, n_scenes: int = 200, seed: int = 0, batch: int = 
         for i in range(0, len(items), batch):
             part = items[i:i + batch]
             preds += answer(model, processor, [r[0].image for r in part], [r[1] for r in part],
-                            max_new_tokens=24 if family == "caption" else 3)
-        entry = {"n": len(items), "accuracy": float(np.mean([p == r[2] for p, r in zip(preds, items)]))}
+                            max_new_tokens=24 if family == "caption" else 4)
+        correct = [float(_normalize(p) == r[2]) for p, r in zip(preds, items)]
+        entry = {"n": len(items), "accuracy": float(np.mean(correct)), "correct": correct}
         if family == "caption":
             entry.update(_chair(preds, [r[0] for r in items]))
         report[family] = entry
     return report
+
+
+def _normalize(answer_text: str) -> str:
+    """The scenes' answers are lower-case words; the LM may add a full stop or capitalise."""
+    return " ".join(answer_text.strip().lower().rstrip(".").split())
+
+
+def compare(base: dict, other: dict, resamples: int = 1000) -> dict:
+    """Per family: accuracy with VAR off and on and eval's 95 % paired bootstrap interval of the change."""
+    from vasink.eval.stats import paired_bootstrap
+
+    out = {}
+    for family, entry in base.items():
+        b, o = np.array(entry["correct"]), np.array(other[family]["correct"])
+        ci = paired_bootstrap(lambda d: {"accuracy": d["c"].mean(-1)}, {"c": b}, {"c": o}, resamples=resamples)
+        out[family] = {"n": len(b), "off": float(b.mean()), "on": float(o.mean()),
+                       "delta": float(o.mean() - b.mean()), "ci95": list(ci["accuracy"]),
+                       "answers_changed": int((b != o).sum())}
+    return out
 
 
 def _chair(captions, scene_list) -> dict:
@@ -177,15 +198,6 @@ def _chair(captions, scene_list) -> dict:
             "recall": recalled / max(1, truth)}
 
 
-def with_var(model, config):
-    """``vasink.var(model, config)`` when the core is importable, else None (accuracy then is VAR-off only)."""
-    try:
-        import vasink
-    except ImportError:  # pragma: no cover
-        return None
-    return vasink.var(model, config) if hasattr(vasink, "var") else None
-
-
 def main(argv=None) -> None:
     """Measure a checkpoint and write measured.json (the numbers docs/organism.md reports)."""
     import argparse
@@ -193,49 +205,39 @@ def main(argv=None) -> None:
     import time
     from pathlib import Path
 
+    from vasink.api import var
+    from vasink.config import PRESETS, VARConfig
+
     from . import load
 
-    parser = argparse.ArgumentParser(description="measure the organism's sink and accuracy")
-    parser.add_argument("--ckpt", default=None)
+    parser = argparse.ArgumentParser(description="measure the organism's sinks and accuracy")
+    parser.add_argument("--ckpt", default=None, help="an exported run (default: the shipped checkpoint)")
     parser.add_argument("--scenes", type=int, default=64)
-    parser.add_argument("--accuracy-scenes", type=int, default=200)
-    parser.add_argument("--tau", type=float, default=None)
-    parser.add_argument("--dims", type=int, nargs="*", default=None)
+    parser.add_argument("--accuracy-scenes", type=int, default=100)
+    parser.add_argument("--tau", type=float, default=None, help="default: find_sink_dims' suggested tau")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--no-var", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     model, processor = load(args.ckpt)
     t0 = time.time()
-    report = {"checkpoint": str(args.ckpt or "shipped")}
-    try:
-        from vasink import find_sink_dims
-        items = prompts(8, seed=1, split="validation")
-        found = find_sink_dims(model, processor, prompts=[q for _, q in items], images=[s.image for s, _ in items])
-        report["find_sink_dims"] = {"dims": list(found.dims), "min_ratio": found.min_ratio,
-                                    "suggested_tau": found.suggested_tau,
-                                    "top_frequency": found.frequency.topk(4).values.tolist(),
-                                    "top_frequency_dims": found.frequency.topk(4).indices.tolist()}
-    except Exception as exc:  # the core may not be there yet; the own measurement below stands alone
-        report["find_sink_dims"] = {"error": repr(exc)}
-    own_dims, evidence = discover_dims(model, processor, n_scenes=16)
-    width = evidence.shape[-1]
-    bos_top = evidence.min(0).argsort()[::-1][:4]
-    report["own_find_dims"] = {"dims": own_dims, "bos_top_dims": bos_top.tolist(),
-                               "bos_top_floor": evidence.min(0)[bos_top].round(2).tolist()}
-    dims = args.dims or own_dims or bos_top[:1].tolist()
-    tau = args.tau if args.tau is not None else max(4.5, 0.25 * width ** 0.5)
-    report["phenomenon"] = phenomenon(model, processor, n_scenes=args.scenes, tau=tau, sink_dims=dims)
-    report["accuracy_var_off"] = accuracy(model, processor, n_scenes=args.accuracy_scenes)
-    if not args.no_var:
-        try:
-            from vasink.config import VARConfig
-            ctx = with_var(model, VARConfig(tau=tau, sink_dims=tuple(dims), rho=0.5, p=0.6))
-            if ctx is not None:
-                with ctx:
-                    report["accuracy_var_on"] = accuracy(model, processor, n_scenes=args.accuracy_scenes)
-        except Exception as exc:
-            report["accuracy_var_on"] = {"error": repr(exc)}
+    found = discover(model, processor)
+    tau = args.tau if args.tau is not None else round(found.suggested_tau, 2)
+    report = {"checkpoint": str(args.ckpt or "shipped"),
+              "find_sink_dims": {"dims": list(found.dims), "min_ratio": found.min_ratio,
+                                 "suggested_tau": found.suggested_tau,
+                                 "top_frequency": found.frequency.topk(4).values.tolist(),
+                                 "top_frequency_dims": found.frequency.topk(4).indices.tolist()},
+              "tau": tau}
+    config = VARConfig(sink_dims=tuple(found.dims), tau=tau)
+    report["phenomenon"] = phenomenon(model, processor, config, n_scenes=args.scenes)
+    base = accuracy(model, processor, n_scenes=args.accuracy_scenes)
+    report["accuracy_var_off"] = {f: {k: v for k, v in e.items() if k != "correct"} for f, e in base.items()}
+    report["var"] = {}
+    variants = {name: config.with_preset(name) for name in PRESETS}
+    variants["general, all layers"] = config.with_preset("general").replace(skip_layers_without_visual_sink=False)
+    for name, variant in variants.items():
+        with var(model, variant):
+            report["var"][name] = compare(base, accuracy(model, processor, n_scenes=args.accuracy_scenes))
     report["seconds"] = round(time.time() - t0, 1)
     text = json.dumps(report, indent=1)
     if args.out:

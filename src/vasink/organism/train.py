@@ -1,11 +1,16 @@
-"""Train the organism from scratch: a text-only language-model stage, then the multimodal stage.
+"""Train the organism's vision side against SmolLM2-135M-Instruct, as LLaVA is trained.
 
     >>> from vasink.organism.train import train
-    >>> train("runs/organism", seed=0)           # the shipped recipe (defaults)
+    >>> train("runs/organism")            # the shipped recipe (defaults); resumes if the folder has a state
 
-Nothing here touches activations or attention: the loss is plain next-token cross-entropy on the
-dialogue text. Activations and attention are only *measured* (``monitor``) and logged, to watch the
-sink form. The run checkpoints weights + optimizer state every few minutes and resumes from them.
+Stage 1 (LLaVA's alignment stage): the language model is frozen; the vision tower and the projector learn
+to answer the scenes' questions (loss on the answers only). Stage 2: the language model adapts too, through
+LoRA adapters (``peft``) on its attention and MLP projections, so that what ships stays small.
+
+Nothing here targets activations or attention: the loss is next-token cross-entropy on the answers. The
+visual tokens' phi on SmolLM2's sink dimension and the attention they draw are only *measured*
+(:func:`monitor`) and logged, to watch whether a visual sink forms. The state (trainable weights, optimizer,
+step) is saved as safetensors every few minutes and at the stage boundary; a run resumes from it.
 """
 
 from __future__ import annotations
@@ -21,275 +26,289 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import LlavaForConditionalGeneration
+from safetensors.torch import load_file, save_file
 
-from . import build, data, measure, scenes
+from . import build, data, language_model, scenes
+
+LORA_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
 
 @dataclass
 class Recipe:
-    shape: build.Shape = field(default_factory=build.Shape)
-    text_steps: int = 1500         # stage 1: language model on scene descriptions + dialogues
-    image_steps: int = 2500        # stage 2: the full LLaVA on images + dialogues
-    batch_size: int = 32
-    max_turns: int = 4             # dialogue turns per training sequence (text stage)
-    image_max_turns: int = 8       # ... and in the image stage (more answers per image)
-    image_lr: float | None = 2e-3  # image-stage learning rate (None: lr); 5e-3 collapsed the visual tokens
-    image_answer_loss_only: bool = True  # image stage: loss on the answers only (LLaVA's practice)
-    image_freeze_llm_steps: int = 300  # first steps of the image stage train only the vision tower + projector
-    text_pack: int = 1             # text stage: dialogues of this many scenes in one sequence
-    lr: float = 5e-3
-    min_lr_ratio: float = 0.1      # cosine decay over the last decay_frac of each stage down to lr * this
-    decay_frac: float = 0.2
-    warmup: int = 100
-    weight_decay: float = 0.3
-    mask_first_target: bool = False  # no loss on predicting the token after BOS (always "USER:")
-    decay_norms: bool = False      # also decay RMSNorm gains (toward 0) and other 1-D parameters
-    betas: tuple[float, float] = (0.9, 0.95)
+    vision: build.VisionShape = field(default_factory=build.VisionShape)
+    stage1_steps: int = 250        # frozen LM: vision tower + projector
+    stage2_steps: int = 250        # + LoRA on the LM
+    batch_size: int = 8
+    max_turns: int = 3             # questions of one scene per training sequence
+    lr: float = 1e-3               # stage 1 (vision tower + projector)
+    stage2_lr: float = 2e-4        # stage 2 (LoRA and the vision side)
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    warmup: int = 30
+    min_lr_ratio: float = 0.1      # cosine decay over each stage down to lr * this
+    weight_decay: float = 0.0
     grad_clip: float = 1.0
-    threads: int = 1               # torch threads (1: the shipped run; other counts change float rounding)
-    monitor_every: int = 250
-    save_every_s: float = 180.0
+    bf16_autocast: bool = True     # 1.5x faster on a CPU with AVX512-BF16; master weights stay float32
+    threads: int = 1               # one thread: robust on a shared 2-core machine
+    monitor_every: int = 50
+    save_every_s: float = 240.0
+    sink_dim: int = 507            # SmolLM2's massive-activation dim: watched by the monitor, never trained on
+    sink_tau: float = 18.0
 
 
-def lr_at(recipe: Recipe, step: int, stage_start: int, stage_steps: int) -> float:
-    s = step - stage_start
+def lr_at(recipe: Recipe, step: int) -> float:
+    stage2 = step >= recipe.stage1_steps
+    base = recipe.stage2_lr if stage2 else recipe.lr
+    s = step - recipe.stage1_steps if stage2 else step
+    steps = recipe.stage2_steps if stage2 else recipe.stage1_steps
     if s < recipe.warmup:
-        return recipe.lr * (s + 1) / recipe.warmup
-    decay_start = int(stage_steps * (1 - recipe.decay_frac))
-    if s < decay_start:
-        return recipe.lr
-    frac = (s - decay_start) / max(1, stage_steps - decay_start)
-    return recipe.lr * (recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+        return base * (s + 1) / recipe.warmup
+    frac = (s - recipe.warmup) / max(1, steps - recipe.warmup)
+    return base * (recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def train(out_dir, seed: int = 0, minutes: float | None = None, resume: bool = True,
-          recipe: Recipe | None = None, log=print, init_from: str | None = None,
-          start_step: int | None = None) -> Path:
-    """Train (or resume) into ``out_dir``; write the final model + processor to ``out_dir/checkpoint``."""
+def recipe_from_dict(fields: dict) -> Recipe:
+    fields = dict(fields)
+    vision = build.VisionShape(**fields.pop("vision", {}))
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    return Recipe(vision=vision, **{k: v for k, v in fields.items() if k in known})
+
+
+def add_lora(model, recipe: Recipe, seed: int = 0):
+    """Wrap ``model`` with LoRA adapters on the language model (the vision side stays trainable); the
+    adapters' random half (lora_A) is drawn from ``seed``."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=recipe.lora_rank, lora_alpha=recipe.lora_alpha, lora_dropout=0.0,
+                        target_modules=LORA_TARGETS,
+                        modules_to_save=None)
+    peft_model = get_peft_model(model, config)
+    for name, p in peft_model.named_parameters():
+        if "vision_tower" in name or "multi_modal_projector" in name:
+            p.requires_grad_(True)
+    return peft_model
+
+
+def lora_config_dict(recipe: Recipe) -> dict:
+    return {"r": recipe.lora_rank, "lora_alpha": recipe.lora_alpha, "target_modules": LORA_TARGETS}
+
+
+def train(out_dir, seed: int = 0, minutes: float | None = None, recipe: Recipe | None = None,
+          resume: bool = True, log=print, load_language_model=None) -> Path:
+    """Train (or resume) into ``out_dir``; at the end write the shippable checkpoint to ``out_dir/checkpoint``.
+
+    ``minutes`` stops early (state saved; the same call resumes). ``resume=False`` starts over.
+    ``load_language_model`` (tests): a callable returning ``(LlamaForCausalLM, tokenizer)`` instead of
+    SmolLM2."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe_file = out / "recipe.json"
+    if not resume:
+        for name in ("state.safetensors", "state_stage1.safetensors", "log.jsonl", "recipe.json"):
+            (out / name).unlink(missing_ok=True)
+    elif recipe is None and recipe_file.exists():  # a resumed run keeps the recipe it started with
+        recipe = recipe_from_dict(json.loads(recipe_file.read_text())["recipe"])
     recipe = recipe or Recipe()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
-        return _train(Path(out_dir), seed, minutes, resume, recipe, log, init_from, start_step)
+        return _train(out, seed, minutes, recipe, log, load_language_model)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _train(out: Path, seed, minutes, resume, recipe: Recipe, log, init_from, start_step) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    processor = build.make_processor()
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(build.make_config(processor, recipe.shape))
-    model.float().train()
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (decay if p.ndim >= 2 or recipe.decay_norms else no_decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=recipe.lr, betas=recipe.betas)
+def _build(recipe: Recipe, seed: int, log, load_language_model=None):
+    lm, tokenizer = load_language_model() if load_language_model else language_model.load(log)
+    processor = build.make_processor(tokenizer)
+    model = build.assemble(lm, processor, recipe.vision, seed=seed)
+    for p in model.model.language_model.parameters():
+        p.requires_grad_(False)
+    return model, processor
+
+
+def _optimizer(model, lr):
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+
+def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_model) -> Path:
+    model, processor = _build(recipe, seed, log, load_language_model)
+    state_file = out / "state.safetensors"
     step, elapsed = 0, 0.0
-    state_path = out / "state.pt"
-    if resume and state_path.exists():
-        state = torch.load(state_path, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, elapsed = state["step"], state["elapsed"]
+    saved = _read_state(state_file) if state_file.exists() else None
+    if saved is not None and _is_stage2(saved["weights"]):
+        model = add_lora(model, recipe, seed)
+    optimizer = _optimizer(model, recipe.lr)
+    if saved is not None:
+        step, elapsed = saved["step"], saved["elapsed"]
+        missing = _load_trainable(model, saved["weights"])
+        if missing:
+            raise RuntimeError(f"{state_file} lacks {len(missing)} trainable tensors (e.g. {missing[0]}); "
+                               f"it was written by another recipe: train into a new --out folder")
+        optimizer.load_state_dict(saved["optimizer"])
         log(f"resumed at step {step} ({elapsed / 60:.1f} min)")
-    elif init_from is not None:  # probes only: weights of another run, fresh optimizer
-        model.load_state_dict(torch.load(init_from, weights_only=False)["model"])
-        step = start_step or 0
-        log(f"weights from {init_from}, starting at step {step}")
-    (out / "recipe.json").write_text(json.dumps({"seed": seed, **dataclasses.asdict(recipe)}, indent=1))
+    recipe_file = out / "recipe.json"
+    recipe_file.write_text(json.dumps({"seed": seed, "recipe": dataclasses.asdict(recipe)}, indent=1))
 
-    encoder = data.Encoder()
+    encoder = data.Encoder(processor.tokenizer)
     monitor_scenes = scenes.sample("validation", 16, seed=seed)
-    total = recipe.text_steps + recipe.image_steps
+    total = recipe.stage1_steps + recipe.stage2_steps
     start, last_save = time.time() - elapsed, time.time()
-    log_file = open(out / "log.jsonl", "a")
-    while step < total:
-        image = step >= recipe.text_steps
-        stage_start, stage_steps = (recipe.text_steps, recipe.image_steps) if image else (0, recipe.text_steps)
-        # A fresh stream per step: the run is reproducible from the seed, also across a resume.
-        rng = np.random.default_rng([seed, step])
-        pack = 1 if image else recipe.text_pack
-        batch_scenes = [scenes.make_scene(rng) for _ in range(recipe.batch_size * pack)]
-        turns = recipe.image_max_turns if image else recipe.max_turns
-        batch = encoder.batch(rng, batch_scenes, image=image, max_turns=turns, pack=pack,
-                              answers_only=image and recipe.image_answer_loss_only)
-        if recipe.mask_first_target:
-            batch["labels"][:, 1] = data.IGNORE
-        lr = lr_at(recipe, step, stage_start, stage_steps)
-        if image and recipe.image_lr is not None:
-            lr *= recipe.image_lr / recipe.lr
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = model(**batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if image and step - recipe.text_steps < recipe.image_freeze_llm_steps:
-            for name, p in model.named_parameters():  # LLaVA's alignment stage: the language model is frozen
-                if "language_model" in name or "lm_head" in name:
-                    p.grad = None  # AdamW skips a parameter without a gradient (no decay either)
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], recipe.grad_clip)
-        optimizer.step()
-        step += 1
-        if step % 20 == 0:
-            record = {"step": step, "stage": "image" if image else "text", "loss": round(loss.item(), 4),
-                      "lr": lr, "min": round((time.time() - start) / 60, 2)}
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
-        if step % recipe.monitor_every == 0 or step == total:
-            summary = monitor(model, encoder, monitor_scenes, image=image)
-            summary.update(step=step, loss=round(loss.item(), 4), min=round((time.time() - start) / 60, 2))
-            log_file.write(json.dumps({"monitor": summary}) + "\n")
-            log_file.flush()
-            log(format_monitor(summary))
-        timed_out = minutes is not None and time.time() - start > minutes * 60
-        boundary = step == recipe.text_steps  # the text-only LM, kept: the image stage can be rerun from it
-        if time.time() - last_save > recipe.save_every_s or step == total or timed_out or boundary:
-            _save_state(state_path, model, optimizer, step, time.time() - start)
-            if boundary:
-                shutil.copyfile(state_path, out / "state_text_stage.pt")
-            last_save = time.time()
-        if timed_out:
-            log(f"stopped at step {step}: {minutes} min budget")
-            break
-    log_file.close()
-    ckpt = out / "checkpoint"
-    model.eval()
-    model.save_pretrained(ckpt)
-    processor.save_pretrained(ckpt)
-    log(f"wrote {ckpt} after {(time.time() - start) / 60:.1f} min, step {step}")
-    return ckpt
+    with open(out / "log.jsonl", "a") as log_file:
+        while step < total:
+            if step == recipe.stage1_steps and not _has_lora(model):
+                _save(state_file, model, optimizer, step, time.time() - start)  # stage 1's result, kept aside
+                shutil.copyfile(state_file, out / "state_stage1.safetensors")
+                model = add_lora(model, recipe, seed)
+                optimizer = _optimizer(model, recipe.stage2_lr)
+                log(f"stage 2 from step {step}: LoRA rank {recipe.lora_rank} on the language model")
+            rng = np.random.default_rng([seed, step])  # one stream per step: reproducible across resumes
+            batch = encoder.batch(rng, [scenes.make_scene(rng) for _ in range(recipe.batch_size)],
+                                  max_turns=recipe.max_turns)
+            lr = lr_at(recipe, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            model.train()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16_autocast):
+                loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            torch.nn.utils.clip_grad_norm_(trainable, recipe.grad_clip)
+            optimizer.step()
+            step += 1
+            if step % 10 == 0:
+                log_file.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "lr": lr,
+                                           "min": round((time.time() - start) / 60, 2)}) + "\n")
+                log_file.flush()
+            if step % recipe.monitor_every == 0 or step == total:
+                summary = monitor(model, processor, monitor_scenes, recipe)
+                summary.update(step=step, loss=round(loss.item(), 4), min=round((time.time() - start) / 60, 2))
+                log_file.write(json.dumps({"monitor": summary}) + "\n")
+                log_file.flush()
+                log(format_monitor(summary))
+            timed_out = minutes is not None and time.time() - start > minutes * 60
+            if time.time() - last_save > recipe.save_every_s or step == total or timed_out:
+                _save(state_file, model, optimizer, step, time.time() - start)
+                last_save = time.time()
+            if timed_out:
+                log(f"stopped at step {step} ({minutes} min budget); the same command resumes")
+                return out
+    return export(out, out / "checkpoint", model=model, log=log)
 
 
-def export(run_dir, out_dir) -> Path:
-    """Write the model + processor of a run's latest ``state.pt`` as a loadable checkpoint (float32)."""
+def export(run_dir, out_dir, model=None, log=print, load_language_model=None) -> Path:
+    """Write the shippable files of a run (vision tower, projector, LoRA adapter, configs) to ``out_dir``."""
     run, out = Path(run_dir), Path(out_dir)
-    recipe_fields = json.loads((run / "recipe.json").read_text())
-    shape = build.Shape(**recipe_fields["shape"])
-    processor = build.make_processor()
-    model = LlavaForConditionalGeneration(build.make_config(processor, shape))
-    state = torch.load(run / "state.pt", weights_only=False)
-    model.load_state_dict(state["model"])
-    model.float().eval()
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    (out / "trained_steps.json").write_text(json.dumps({"step": state["step"], "minutes": state["elapsed"] / 60}))
+    fields = json.loads((run / "recipe.json").read_text())
+    recipe = recipe_from_dict(fields["recipe"])
+    if model is None:
+        model, _ = _build(recipe, fields["seed"], log, load_language_model)
+        saved = _read_state(run / "state.safetensors")
+        if _is_stage2(saved["weights"]):
+            model = add_lora(model, recipe, fields["seed"])
+        _load_trainable(model, saved["weights"])
+    out.mkdir(parents=True, exist_ok=True)
+    base = model.get_base_model() if _has_lora(model) else model
+    save_file(build.trained_state(base), out / "vision.safetensors")
+    if _has_lora(model):
+        from peft import get_peft_model_state_dict
+        lora = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+        save_file(lora, out / "lora.safetensors")
+    (out / "organism.json").write_text(json.dumps({
+        "vision": dataclasses.asdict(recipe.vision),
+        "lora": lora_config_dict(recipe) if _has_lora(model) else None,
+        "language_model": language_model.GGUF_FILE,
+        "recipe": dataclasses.asdict(recipe), "seed": fields["seed"],
+    }, indent=1))
+    log(f"wrote {out}")
     return out
 
 
-def _save_state(path: Path, model, optimizer, step: int, elapsed: float) -> None:
+def _is_stage2(weights: dict) -> bool:
+    return any("lora_" in name for name in weights)
+
+
+def _has_lora(model) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable(model, weights: dict[str, torch.Tensor]) -> list[str]:
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    with torch.no_grad():
+        for name, value in weights.items():
+            if name in params:
+                params[name].copy_(value)
+    return missing
+
+
+def _save(path: Path, model, optimizer, step: int, elapsed: float) -> None:
+    """Trainable weights and AdamW's state as safetensors (loading never runs code)."""
+    tensors = {f"weights/{n}": v for n, v in _trainable_state(model).items()}
+    opt = optimizer.state_dict()
+    for index, slots in opt["state"].items():
+        for slot, value in slots.items():
+            tensors[f"optimizer/{index}/{slot}"] = value.detach().contiguous()
+    meta = {"step": str(step), "elapsed": str(elapsed), "param_groups": json.dumps(opt["param_groups"])}
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "elapsed": elapsed}, tmp)
+    save_file(tensors, tmp, metadata=meta)
     os.replace(tmp, path)
 
 
+def _read_state(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(path)
+    weights = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("weights/")}
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            _, index, slot = key.split("/")
+            state.setdefault(int(index), {})[slot] = value
+    optimizer = {"state": state, "param_groups": json.loads(meta["param_groups"])}
+    return {"step": int(meta["step"]), "elapsed": float(meta["elapsed"]), "weights": weights,
+            "optimizer": optimizer}
+
+
 @torch.no_grad()
-def monitor(model, encoder: data.Encoder, monitor_scenes, image: bool) -> dict:
-    """Measure (never train on) the sink: BOS's largest dims and phi per layer, phi of the median text
-    token and of visual tokens on BOS's dims, and attention from the answer-side text to BOS / visual."""
-    rows, answers = [], []
-    for scene in monitor_scenes:
-        q = scene.questions[len(rows) % len(scene.questions)]
-        answers.append(encoder.vocab[q[1].split()[0]])
-        ids = encoder.dialogue(scene, [(q[0], "", q[2])], image)[:-1]  # prompt only, ends at ASSISTANT:
-        rows.append(ids)
-    width = max(map(len, rows))
-    input_ids = torch.full((len(rows), width), encoder.pad, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for r, ids in enumerate(rows):  # left padding, as at inference
-        input_ids[r, width - len(ids):] = torch.tensor(ids)
-        mask[r, width - len(ids):] = 1
-    kwargs = {"pixel_values": data.pixels([s.image for s in monitor_scenes])} if image else {}
-    was_training = model.training
+def monitor(model, processor, monitor_scenes, recipe: Recipe) -> dict:
+    """Measure (never train on) the sink: phi on the sink dim of BOS, text and visual tokens per layer, and
+    the first answer token's accuracy, on prompts of validation scenes."""
+    from . import build_inputs
+
+    questions = [s.questions[k % len(s.questions)] for k, s in enumerate(monitor_scenes)]
+    inputs = build_inputs(processor, [s.image for s in monitor_scenes], [q[0] for q in questions])
     model.eval()
-    try:
-        with measure.eager(model):  # restores the attention implementation even if the forward fails
-            out = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True,
-                        output_attentions=True, **kwargs)
-    finally:
-        model.train(was_training)
-    hs = out.hidden_states  # (L+1) x (B, T, D); hs[l] enters layer l
-    first_word_acc = (out.logits[:, -1].argmax(-1) == torch.tensor(answers)).float().mean().item()
-    bos_pos = (mask.cumsum(1) == 1) & (mask == 1)
-    visual = input_ids == encoder.image
-    text = (mask == 1) & ~visual & ~bos_pos
-    after = visual.cumsum(1) > 0 if image else text.cumsum(1) > 0
-    queries = text & after & ~visual
+    out = model(**inputs, output_hidden_states=True)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+    visual = ids == processor.tokenizer.convert_tokens_to_ids(build.IMAGE)
+    bos = mask & (mask.cumsum(1) == 1)
+    text = mask & ~visual & ~bos
+    first = [processor.tokenizer(q[1], add_special_tokens=False)["input_ids"][0] for q in questions]
+    accuracy = (out.logits[:, -1].argmax(-1) == torch.tensor(first)).float().mean().item()
     layers = []
-    for l in range(len(hs) - 1):
-        x = hs[l].float()
-        rel = x.abs() / x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()  # (B, T, D)
-        bos_rel = rel[bos_pos]  # (B, D)
-        top = bos_rel.mean(0).topk(2)
-        dims = top.indices.tolist()
-        phi = rel[..., dims].amax(-1)  # phi on BOS's top-2 dims
-        norms = x.norm(dim=-1)
-        entry = {"l": l, "dims": dims, "bos_phi": round(phi[bos_pos].mean().item(), 2),
-                 "bos_norm_x": round((norms[bos_pos].mean() / norms[text].median()).item(), 2),
-                 "text_med": round(phi[text].median().item(), 2),
-                 "text_maxall": round(rel[text].amax(-1).median().item(), 2)}
-        if image:
-            pv = phi[visual]
-            entry["vis_p99"] = round(pv.quantile(0.99).item(), 2)
-            entry["vis_max"] = round(pv.max().item(), 2)
-            entry["vis_frac4"] = round((pv > 4).float().mean().item(), 3)
-        if l < len(out.attentions):
-            a = out.attentions[l].float()  # (B, H, T, T)
-            q_mask = queries[:, None, :, None].float()
-            n_q = queries.sum()
-            to_bos = (a * bos_pos[:, None, None, :]).sum(-1, keepdim=True)
-            entry["att_bos"] = [round(v, 3) for v in ((to_bos * q_mask).sum((0, 2, 3)) / n_q).tolist()]
-            if image:
-                av = a * visual[:, None, None, :]
-                to_vis = av.sum(-1, keepdim=True)
-                entry["att_vis"] = [round(v, 3) for v in ((to_vis * q_mask).sum((0, 2, 3)) / n_q).tolist()]
-                top_vis = av.amax(-1, keepdim=True)
-                entry["att_vis_max"] = [round(v, 3) for v in ((top_vis * q_mask).sum((0, 2, 3)) / n_q).tolist()]
-        layers.append(entry)
-    return {"layers": layers, "first_word_acc": round(first_word_acc, 3)}
+    for layer, x in enumerate(out.hidden_states[:-1]):  # hidden_states[l] enters layer l
+        x = x.float()
+        phi = x[..., recipe.sink_dim].abs() / x.pow(2).mean(-1).add(1e-6).sqrt()  # (B, T)
+        pv = phi[visual]
+        layers.append({"l": layer, "bos": round(phi[bos].mean().item(), 1),
+                       "text_med": round(phi[text].median().item(), 1),
+                       "vis_med": round(pv.median().item(), 1), "vis_max": round(pv.max().item(), 1),
+                       "vis_sinks": round((pv > recipe.sink_tau).float().mean().item(), 4)})
+    return {"layers": layers, "first_token_acc": round(accuracy, 3)}
 
 
 def format_monitor(summary: dict) -> str:
-    lines = [f"step {summary['step']} loss {summary['loss']} ({summary['min']} min) "
-             f"first-word accuracy {summary.get('first_word_acc')}"]
-    for e in summary["layers"]:
-        extra = {k: v for k, v in e.items() if k != "l"}
-        lines.append(f"  L{e['l']} " + " ".join(f"{k}={v}" for k, v in extra.items()))
-    return "\n".join(lines)
-
-
-def main(argv=None) -> None:
-    import argparse
-    parser = argparse.ArgumentParser(description="train the vasink organism")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--minutes", type=float, default=None)
-    parser.add_argument("--no-resume", action="store_true")
-    parser.add_argument("--init-from", default=None, help="(probes) start from another run's state.pt weights")
-    parser.add_argument("--start-step", type=int, default=None)
-    parser.add_argument("--set", nargs="*", default=[], help="recipe overrides, e.g. lr=1e-2 text_width=192")
-    args = parser.parse_args(argv)
-    recipe = Recipe()
-    for item in args.set:
-        key, value = item.split("=", 1)
-        target = recipe.shape if hasattr(recipe.shape, key) else recipe
-        current = getattr(target, key)
-        if isinstance(current, bool):
-            parsed = value.lower() in ("1", "true", "yes")
-        elif current is None:
-            parsed = float(value)
-        elif isinstance(current, tuple):
-            parsed = tuple(float(v) for v in value.strip("()").split(","))
-        else:
-            parsed = type(current)(value)
-        setattr(target, key, parsed)
-    train(args.out, seed=args.seed, minutes=args.minutes, resume=not args.no_resume, recipe=recipe,
-          log=lambda m: print(m, flush=True), init_from=args.init_from, start_step=args.start_step)
-
-
-if __name__ == "__main__":
-    main()
+    head = (f"step {summary['step']} loss {summary['loss']} ({summary['min']} min) "
+            f"first-token accuracy {summary['first_token_acc']}")
+    rows = [f"  L{e['l']:>2} bos={e['bos']} text_med={e['text_med']} vis_med={e['vis_med']} "
+            f"vis_max={e['vis_max']} vis>tau={e['vis_sinks']}" for e in summary["layers"] if e["l"] % 4 == 2]
+    return "\n".join([head, *rows])
