@@ -154,6 +154,26 @@ def test_sweep_reuses_the_base_arm(tmp_path, loaded, monkeypatch):
     assert sorted(report["comparisons"]) == ["var-rho0.5-p0.6-tau3", "var-rho0.8-p0.6-tau3"]
 
 
+def test_sweep_after_an_eval_keeps_its_samples_and_reuses_its_var_arm(tmp_path, loaded, monkeypatch):
+    """No --limit after an eval with one: the eval's samples, not the whole benchmark; a grid point equal to
+    the eval's var arm is that arm (its records reused), not a second copy."""
+    out = tmp_path / "run"
+    run_eval(settings(out, limit=2), loaded=loaded)  # base and var (rho 0.5), 2 samples per subset
+    arms_generated = []
+    real_generate = runner.generate
+
+    def counting(loaded_, images, prompts, max_new_tokens, config=None):
+        arms_generated.append(None if config is None else config.rho)
+        return real_generate(loaded_, images, prompts, max_new_tokens, config)
+    monkeypatch.setattr(runner, "generate", counting)
+    said = []
+    summary = run_sweep(settings(out, limit=None), rhos=[0.5, 0.8], ps=[None], taus=[None], loaded=loaded,
+                        echo=said.append)
+    assert set(arms_generated) == {0.8} and summary["generated"] == 6 and summary["skipped"] == 12
+    assert "no --limit, so the 6 samples" in said[0]
+    assert sorted(report_json(out)["comparisons"]) == ["var", "var-rho0.8-p0.6-tau3"]
+
+
 def test_judge_benchmark_without_key_stops_before_generating(tmp_path, use_tiny, monkeypatch, capsys):
     for var in ("VASINK_JUDGE_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(var, raising=False)

@@ -52,7 +52,7 @@ def check_run(out: Path, run: dict, arms: Mapping[str, dict]) -> dict:
         hashes[name] = config_hash({"run": run, "arm": name, "config": config})
         old = stored["arms"].get(name)
         if old is not None and old["config_hash"] != hashes[name]:
-            before, after = old["config"] or {}, _as_stored(config) or {}  # (66,) and [66] are equal
+            before, after = old["config"] or {}, as_stored(config) or {}  # (66,) and [66] are equal
             changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
             detail = ", ".join(f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in changed) or "VAR on/off"
             raise ConfigMismatch(f"{out} holds arm {name!r} run with another VAR config (differs in {detail}); {hint}")
@@ -63,7 +63,7 @@ def check_run(out: Path, run: dict, arms: Mapping[str, dict]) -> dict:
     return hashes
 
 
-def _as_stored(value):
+def as_stored(value):
     """``value`` as run.json holds it (tuples become lists), so a comparison lists real differences only."""
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
