@@ -540,3 +540,11 @@ def test_benchmarks_say_when_their_number_is_not_the_papers():
         assert "test-dev" in get_benchmark(name).comparability
     assert "OCR" in get_benchmark("textvqa-plain").comparability and not get_benchmark("textvqa").comparability
     assert get_benchmark("gqa").comparability == ""
+
+
+def test_mmbench_limit_keeps_every_rotated_copy_of_a_question(tmp_path):
+    """--limit 1 on the dev split (copies stored after all originals): one question with all its copies."""
+    rows = fx.rows_for("mmbench")
+    rows = [rows[0], rows[3], rows[1], rows[4], rows[2]]  # the hub's order: originals first
+    samples = get_benchmark("mmbench").load(str(fx.write_parquet(tmp_path / "mmb.parquet", rows)), limit=1)
+    assert [s.id for s in samples] == ["241", "1000241", "2000241"]
