@@ -548,3 +548,11 @@ def test_mmbench_limit_keeps_every_rotated_copy_of_a_question(tmp_path):
     rows = [rows[0], rows[3], rows[1], rows[4], rows[2]]  # the hub's order: originals first
     samples = get_benchmark("mmbench").load(str(fx.write_parquet(tmp_path / "mmb.parquet", rows)), limit=1)
     assert [s.id for s in samples] == ["241", "1000241", "2000241"]
+
+
+def test_limit_keeps_mme_and_mmvp_pairs_whole(tmp_path):
+    mme = get_benchmark("mme").load(str(fx.write_parquet(tmp_path / "mme.parquet", fx.rows_for("mme"))), limit=1)
+    assert [s.subset for s in mme] == ["color", "color", "code_reasoning"]  # one image per category, both questions
+    mmvp = get_benchmark("mmvp").load(str(fx.write_parquet(tmp_path / "mmvp.parquet", fx.rows_for("mmvp"))), limit=1)
+    assert [s.id for s in mmvp] == ["001", "002"]
+    assert len(get_benchmark("pope").load(str(fx.FIXTURES / "pope_llava.jsonl"), limit=1)) == 2  # one per split

@@ -100,7 +100,8 @@ class Benchmark:
     # --- loading -------------------------------------------------------------------------------
     def load(self, data: str | None = None, subset: str | None = None, limit: int | None = None,
              images: str | None = None) -> list[Sample]:
-        """Samples of ``subset`` (all subsets when None), the first ``limit`` of each subset."""
+        """Samples of ``subset`` (all subsets when None): with ``limit``, those of the first ``limit`` groups
+        (:meth:`limit_group`: a question, or what is scored together) of each subset."""
         if subset and self.subsets and subset not in self.subsets:
             raise ValueError(f"{self.name} has no subset {subset!r}; known: {', '.join(self.subsets)}"
                              f"{_did_you_mean(subset, self.subsets)}")
@@ -110,11 +111,13 @@ class Benchmark:
         if limit is not None:
             if limit <= 0:
                 raise ValueError(f"--limit must be positive, got {limit}")
-            taken: dict[str, int] = {}
+            taken: dict[str, set[str]] = {}  # subset -> the groups kept
             kept = []
             for s in samples:
-                if taken.get(s.subset, 0) < limit:
-                    taken[s.subset] = taken.get(s.subset, 0) + 1
+                groups, group = taken.setdefault(s.subset, set()), self.limit_group(s)
+                if group not in groups and len(groups) < limit:
+                    groups.add(group)
+                if group in groups:
                     kept.append(s)
             samples = kept
         if not samples:
@@ -125,6 +128,11 @@ class Benchmark:
             dup = next(i for i in ids if ids.count(i) > 1)
             raise ValueError(f"{self.name}: sample id {dup!r} occurs more than once")
         return samples
+
+    def limit_group(self, sample: Sample) -> str:
+        """What ``--limit`` counts: one question; benchmarks scored over groups keep a group whole (MME's
+        image pair, MMBench's rotated copies, MMVP's pair)."""
+        return sample.id
 
     def load_samples(self, data: str | None, subset: str | None, images: str | None,
                      limit: int | None = None) -> list[Sample]:

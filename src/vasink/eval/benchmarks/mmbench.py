@@ -35,20 +35,8 @@ class MMBench(ChoiceScoring, Benchmark):
     comparability = ("letters read by rule only; MMBench's server also asks ChatGPT to match answers that are not "
                      "a clear letter")
 
-    def load(self, data=None, subset=None, limit=None, images=None) -> list[Sample]:
-        """``limit`` counts questions, each with all its rotated copies (a cut copy would make circular
-        accuracy plain accuracy)."""
-        samples = super().load(data, subset, None, images)
-        if limit is None:
-            return samples
-        if limit <= 0:
-            raise ValueError(f"--limit must be positive, got {limit}")
-        groups: dict[str, list[str]] = {}  # subset -> the first `limit` question groups seen in it
-        for s in samples:
-            kept = groups.setdefault(s.subset, [])
-            if s.image_id not in kept and len(kept) < limit:
-                kept.append(s.image_id)
-        return [s for s in samples if s.image_id in groups[s.subset]]
+    def limit_group(self, sample: Sample) -> str:
+        return sample.image_id  # a question with all its rotated copies: a cut group is not circular
 
     def sample_from_row(self, row) -> Sample:
         choices = []

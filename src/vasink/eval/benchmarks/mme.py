@@ -68,6 +68,9 @@ class MME(Benchmark):
         return Score(parsed, right, {"correct": float(right), "questions": 1.0, f"q_{category}": 1.0,
                                      f"right_{category}": float(right)})
 
+    def limit_group(self, sample: Sample) -> str:
+        return sample.image_id  # both questions of an image (acc+ needs the pair)
+
     def unit_of(self, record) -> str:
         return f"{record['subset']}/{record['image_id']}"
 

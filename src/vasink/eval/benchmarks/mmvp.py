@@ -47,6 +47,9 @@ class MMVP(ChoiceScoring, Benchmark):
                       image_id=str(index), question=text, meta={"choices": choices, "pair": (index - 1) // 2},
                       source_id=str(index))
 
+    def limit_group(self, sample: Sample) -> str:
+        return str(sample.meta["pair"])  # both questions of a pair
+
     def group_stats(self, meta, right: bool) -> dict[str, float]:
         return {"n": 1.0}  # per pair: both questions right
 
