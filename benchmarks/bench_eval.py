@@ -30,24 +30,13 @@ from vasink.eval.runner import EvalSettings, run_eval
 
 
 def organism_or_random(device: str, path: str | None = None) -> tuple[LoadedModel, str]:
-    if path:  # an organism checkpoint folder (e.g. from vasink organism train)
-        from vasink import organism
-        from vasink.config import VARConfig
+    """The organism (SmolLM2-135M + the shipped vision tower), or an exported run at ``path``."""
+    from vasink import organism
+    from vasink.config import VARConfig
 
-        model, processor = organism.load(path)
-        return LoadedModel(model.to(device), processor, "organism", VARConfig()), f"organism checkpoint {path}"
-    try:
-        return load_model("organism", device), "organism (shipped checkpoint)"
-    except FileNotFoundError:
-        from transformers import LlavaForConditionalGeneration
-
-        from vasink.config import VARConfig
-        from vasink.organism.build import make_config, make_processor
-
-        torch.manual_seed(0)
-        processor = make_processor()
-        model = LlavaForConditionalGeneration(make_config(processor)).eval().to(device)
-        return LoadedModel(model, processor, "organism", VARConfig()), "organism architecture, random weights"
+    model, processor = organism.load(path)
+    what = f"organism checkpoint {path}" if path else "organism (shipped checkpoint)"
+    return LoadedModel(model.to(device), processor, "organism", VARConfig()), what
 
 
 def bare_loop(loaded: LoadedModel, samples, batch_size: int, max_new_tokens: int) -> float:

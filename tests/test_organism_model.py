@@ -119,3 +119,21 @@ def test_demo_writes_valid_pngs(tmp_path):
         image.verify()
         assert image.format == "PNG"
     assert any("sink dims [507]" in line for line in lines)
+
+
+def test_var_reaches_the_language_model(loaded):
+    """The assembled LLaVA's text modules read model.config.text_config, so VAR's attention backend is the one
+    that runs: moving BOS's attention to the image in every layer changes the logits."""
+    from vasink import var
+
+    model, processor = loaded
+    scene = scenes.sample("test", 1, seed=0)[0]
+    inputs = organism.build_inputs(processor, scene.image, scene.questions[0][0])
+    assert model.model.language_model.layers[0].self_attn.config is model.config.text_config
+    with torch.no_grad():
+        stock = model(**inputs).logits[0, -1]
+        with var(model, VARConfig(sink_dims=(507,), tau=18.0, skip_layers_without_visual_sink=False)):
+            moved = model(**inputs).logits[0, -1]
+        again = model(**inputs).logits[0, -1]
+    assert (moved - stock).abs().max() > 1e-2
+    assert torch.equal(again, stock)  # VAR off again: bit-identical

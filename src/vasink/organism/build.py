@@ -79,21 +79,26 @@ def make_config(text_config, processor, shape: VisionShape = VisionShape()):
 
 
 def assemble(lm, processor, shape: VisionShape = VisionShape(), seed: int = 0):
-    """A ``LlavaForConditionalGeneration`` around ``lm`` (its modules are used, not copied) with a freshly
+    """A ``LlavaForConditionalGeneration`` with ``lm``'s weights (taken over, not copied) and a freshly
     initialised (seeded) vision tower and projector, in float32 and eval mode."""
     from transformers import AutoModel, LlavaForConditionalGeneration
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
     config = make_config(lm.config, processor, shape)
     config.text_config._attn_implementation = lm.config._attn_implementation
-    with torch.device("meta"):  # the 135M-parameter language model is taken from lm, not allocated twice
+    with torch.device("meta"):  # the 135M-parameter language model is not allocated twice
         model = LlavaForConditionalGeneration(config)
     _add_zero_rows(lm, config.text_config.vocab_size)
-    model.model.language_model = lm.model
-    model.lm_head = lm.lm_head  # tied to the embedding, as in SmolLM2
+    text = model.model.language_model  # LLaVA's own modules, so that they read model.config.text_config
+    text.load_state_dict(lm.model.state_dict(), assign=True)
+    text.rotary_emb = type(text.rotary_emb)(config=config.text_config)  # its buffers are not in a state dict
+    model.lm_head.weight = text.embed_tokens.weight  # tied, as in SmolLM2
     torch.manual_seed(seed)
     model.model.vision_tower = AutoModel.from_config(config.vision_config)
     model.model.multi_modal_projector = LlavaMultiModalProjector(config)
+    left_on_meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left_on_meta:
+        raise RuntimeError(f"organism assembly left {left_on_meta[:3]} unset")
     model.generation_config.suppress_tokens = [config.image_token_index]
     model.generation_config.eos_token_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
