@@ -61,7 +61,3 @@ def main(argv=None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     with errors.one_line_warnings():
         return errors.run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

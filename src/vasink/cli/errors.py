@@ -1,7 +1,7 @@
 """A user's mistake is one line on stderr, naming the flag or the file and the fix; never a traceback.
 
 Checks that need no model run before a command starts (:func:`preflight`: ``--out``, ``--device``,
-``--model``); errors raised later by the library with a message meant for users (``ValueError``,
+``--rho`` / ``--p`` / ``--tau``, ``--base-records``, ``--model``); errors raised later by the library with a message meant for users (``ValueError``,
 ``FileNotFoundError``, ...) are printed as they are, in one line. Ctrl-C stops with a line that says
 whether running the same command again resumes. An unexpected exception still shows its traceback: it
 is a bug to report, not a mistake to explain.
