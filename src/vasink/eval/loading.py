@@ -70,10 +70,13 @@ def load_model(spec: str = "organism", device: str | None = None, dtype: str | N
     from ..config import VARConfig
 
     device = device or default_device()
-    if spec == "organism":
+    from pathlib import Path
+
+    exported_organism = Path(spec, "organism.json").is_file()  # a run of `vasink organism train`
+    if spec == "organism" or exported_organism:
         from .. import organism
 
-        model, processor = organism.load()
+        model, processor = organism.load(spec if exported_organism else None)
         try:
             return LoadedModel(model.to(device), processor, "organism", organism.recommended_config())
         except FileNotFoundError as error:  # weights shipped, sink facts not measured yet
