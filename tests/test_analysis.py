@@ -288,6 +288,47 @@ def test_ablations_heads_and_attention_end_to_end(setup, tmp_path):
     findings = write_findings(tmp_path).read_text()
     assert "visual sinks per layer (2..): [2, 2, 2] of 16 image tokens" in findings
     assert findings.count("**holds**") + findings.count("**does not hold**") >= 8
+    assert_verdicts_follow_the_numbers(findings, tmp_path)
+
+
+def verdict(findings: str, claim: str) -> bool:
+    """The verdict FINDINGS.md states for the finding that starts with ``claim``: True holds, False does not."""
+    lines = [line for line in findings.splitlines() if line.startswith(f"- {claim}")]
+    assert len(lines) == 1, claim
+    found = re.search(r"\*\*(holds|does not hold)\*\*", lines[0])
+    assert found, lines[0]
+    return found.group(1) == "holds"
+
+
+def assert_verdicts_follow_the_numbers(findings: str, folder):
+    """Each verdict is the one its stated rule gives on the numbers.json files, and the findings that the
+    planted model makes true by construction hold."""
+    sinks = json.loads((folder / "sinks" / "numbers.json").read_text())
+    heads = json.loads((folder / "heads" / "numbers.json").read_text())
+    summary = json.loads((folder / "ablate" / "numbers.json").read_text())["summary"]
+    residual = json.loads((folder / "ablate" / "numbers.json").read_text())["residual"]
+    layers = [e for e in sinks["layers"] if e["layer"] >= 2]
+    tau = sinks["config"]["tau"]
+    assert verdict(findings, "Massive activation on BOS") is True  # planted
+    assert all(e["bos_phi"] > tau and e["bos_phi"] > 2 * e["median_phi"] for e in layers)
+    assert verdict(findings, "Some image tokens carry the same massive activation") is True  # planted
+    ratios = [e["attention"]["per_visual_sink"] / e["attention"]["per_visual_nonsink"] for e in layers]
+    assert verdict(findings, "Visual sinks draw more attention") == (min(ratios) > 1)
+    mass = np.array(heads["heads"]["visual_mass"], dtype=float)[heads["modified_layers"]]
+    assert verdict(findings, "Only some heads look at the image") == (np.nanmax(mass) - np.nanmin(mass) > 0.2)
+    assert verdict(findings, "Masking text-to-visual-sink") == (summary["mask-visual-sinks"]["ci95"][0] > -0.02)
+    assert verdict(findings, "Masking as many random") == (summary["mask-random-visual/mean"]["ci95"][1] < 0)
+    assert verdict(findings, "VAR on all heads") == (summary["var-all-heads"]["ci95"][1] < 0)
+    assert verdict(findings, "Giving the budget to text tokens") == (summary["budget-text"]["ci95"][1] < 0)
+    classes = residual["classes"]
+    per_attention = np.array([[np.nan if v is None else v for v in row]
+                              for row in residual["contribution_per_attention"]], dtype=float)
+    written = per_attention[:, classes.index("visual sink")]
+    visual_layers = [layer for layer in range(len(written)) if np.isfinite(written[layer])
+                     and layer in json.loads((folder / "ablate" / "numbers.json").read_text())["modified_layers"]]
+    assert visual_layers, "the planted visual sinks are in the layers VAR may modify"
+    little = np.all(written[visual_layers] < per_attention[visual_layers, classes.index("visual non-sink")])
+    assert verdict(findings, "Visual sinks, like BOS, write little") == bool(little)
 
 
 @pytest.mark.parametrize("kwargs, message", [
