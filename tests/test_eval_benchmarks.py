@@ -209,14 +209,14 @@ def test_judged_benchmarks_read_the_judge_reply(tmp_path, monkeypatch):
     replies = iter(["0.7", "8 6\nAssistant 2 is less detailed.", "The answer invents a dog.\nRating: 2"])
     prompts = []
 
-    def fake_ask(prompt, max_tokens=256):
+    def fake_ask(prompt, max_tokens=256, temperature=0.0):
         prompts.append(prompt)
         return next(replies)
     monkeypatch.setattr(judged, "ask", fake_ask)
     mmvet = load("mmvet", tmp_path)[0]
     scored = get_benchmark("mmvet").score(mmvet.target, "x = -1 or -5", {"question": mmvet.question})
     assert scored.stats == {"score": 0.7}
-    assert "-1 <AND> -5" in prompts[0]
+    assert prompts[0].endswith("\nWhat is x in the equation? | -1  <AND>  -5 | x = -1 or -5 |")
     wild = get_benchmark("llava-wild").score("Mount Rushmore.", "A mountain.", {})
     assert wild.stats == {"judge_reference": 8.0, "judge_model": 6.0}
     hal = get_benchmark("mmhal").score("The fox is white.", "A brown dog.", {"contents": "Fox, Snow"})
@@ -556,3 +556,27 @@ def test_limit_keeps_mme_and_mmvp_pairs_whole(tmp_path):
     mmvp = get_benchmark("mmvp").load(str(fx.write_parquet(tmp_path / "mmvp.parquet", fx.rows_for("mmvp"))), limit=1)
     assert [s.id for s in mmvp] == ["001", "002"]
     assert len(get_benchmark("pope").load(str(fx.FIXTURES / "pope_llava.jsonl"), limit=1)) == 2  # one per split
+
+
+def test_mmvet_asks_again_warmer_and_scores_zero_after_five_tries(monkeypatch):
+    """MM-Vet's grader: the reply's first word is the score (0-1); otherwise ask again at a higher
+    temperature, and count 0 when no try parses."""
+    from vasink.eval.benchmarks import judged
+
+    temperatures = []
+
+    def grader(replies):
+        replies = iter(replies)
+
+        def ask(prompt, max_tokens=256, temperature=0.0):
+            temperatures.append(temperature)
+            return next(replies)
+        return ask
+    bench = get_benchmark("mmvet")
+    monkeypatch.setattr(judged, "ask", grader(["The prediction is right.", "1.5", "0.6 because"]))
+    assert bench.score("-1 <AND> -5", "x = -1", {"question": "What is x?"}).stats == {"score": 0.6}
+    assert temperatures == [0.0, 0.5, 1.0]
+    temperatures.clear()
+    monkeypatch.setattr(judged, "ask", grader(["no score"] * 5))
+    assert bench.score("2", "two", {"question": "How many?"}).stats == {"score": 0.0}
+    assert temperatures == [0.0, 0.5, 1.0, 1.5, 2.0]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import urllib.request
 
@@ -38,11 +37,11 @@ def check_configured(benchmark: str) -> None:
             f"{DEFAULT_MODEL}). Nothing was generated.")
 
 
-def ask(prompt: str, max_tokens: int = 256, retries: int = 3) -> str:
-    """The judge's reply to one user message (temperature 0)."""
+def ask(prompt: str, max_tokens: int = 256, retries: int = 3, temperature: float = 0.0) -> str:
+    """The judge's reply to one user message (greedy unless ``temperature`` says otherwise)."""
     check_configured("this benchmark")
     url = (_first_env(URL_VARS) or DEFAULT_URL).rstrip("/") + "/chat/completions"
-    body = json.dumps({"model": os.environ.get(MODEL_VAR, DEFAULT_MODEL), "temperature": 0,
+    body = json.dumps({"model": os.environ.get(MODEL_VAR, DEFAULT_MODEL), "temperature": temperature,
                        "max_tokens": max_tokens, "messages": [{"role": "user", "content": prompt}]}).encode()
     request = urllib.request.Request(url, data=body, headers={
         "Content-Type": "application/json", "Authorization": f"Bearer {_first_env(KEY_VARS)}"})
@@ -55,8 +54,3 @@ def ask(prompt: str, max_tokens: int = 256, retries: int = 3) -> str:
                 raise
             time.sleep(2 ** attempt)
     raise RuntimeError("unreachable")
-
-
-def first_number(text: str) -> float | None:
-    match = re.search(r"-?\d+(?:\.\d+)?", text)
-    return float(match.group()) if match else None

@@ -1,10 +1,10 @@
 """The judge-scored benchmarks: MM-Vet, LLaVA-Bench-in-the-wild, MMHal-Bench (see :mod:`vasink.eval.judge`).
 
-The command stops before generating when no judge key is set. Grading prompts paraphrase the ones the
-benchmarks' authors published (MM-Vet's 0-1 correctness, LLaVA-Bench's pairwise 1-10 ratings against the
-reference answer); MMHal-Bench's keeps the official ``eval_gpt4.py`` rating scale word for word, since
-its threshold (0-2 hallucination, 3-6 none) depends on it. A judge reply that does not parse counts as
-each benchmark's own script counts it: MM-Vet 0, LLaVA-Bench (-1, -1) in the means (LLaVA's
+The command stops before generating when no judge key is set. MM-Vet's grader prompt is its evaluator's
+(few-shot rows, the sample as an open last row); LLaVA-Bench's paraphrases LLaVA's pairwise 1-10 rating;
+MMHal-Bench's keeps the official ``eval_gpt4.py`` rating scale word for word, since its threshold (0-2
+hallucination, 3-6 none) depends on it. A judge reply that does not parse counts as each benchmark's own
+script counts it: MM-Vet 0 after five tries, LLaVA-Bench (-1, -1) in the means (LLaVA's
 ``eval_gpt_review_bench.py``), MMHal-Bench 0 (``eval_gpt4.py``).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..judge import ask, check_configured, first_number
+from ..judge import ask, check_configured
 from ..registry import Benchmark, Sample, Score, ratio, register
 
 
@@ -25,15 +25,48 @@ class _Judged(Benchmark):
         check_configured(self.name)
 
 
-MMVET_PROMPT = """Compare the ground truth with the prediction of an AI model and give the prediction a
-correctness score. In the ground truth, <AND> means every listed element must be present, <OR> means any
-one of them suffices. The score is one of 0.0 (totally wrong), 0.1, ..., 0.9, 1.0 (totally right).
-Reply with the score only.
+# MM-Vet's grader prompt (mm-vet_evaluator; lmms-eval's mmvet task carries the same): the instruction, then
+# few-shot rows "question | ground truth | prediction | correctness"; the sample is a last row left open.
+MMVET_INSTRUCTION = (
+    "Compare the ground truth and prediction from AI models, to give a correctness score for the prediction. "
+    "<AND> in the ground truth means it is totally right only when all elements in the ground truth are present "
+    "in the prediction, and <OR> means it is totally right when any one element in the ground truth is present "
+    "in the prediction. The correctness score is 0.0 (totally wrong), 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, "
+    "0.9, or 1.0 (totally right). Just complete the last space of the correctness score.")
+_MEME = "Can you explain this meme?"
+_MEME_TRUTH = (
+    "This meme is poking fun at the fact that the names of the countries Iceland and Greenland are misleading. "
+    "Despite its name, Iceland is known for its beautiful green landscapes, while Greenland is mostly covered in "
+    "ice and snow. The meme is saying that the person has trust issues because the names of these countries do "
+    "not accurately represent their landscapes.")
+MMVET_EXAMPLES = (
+    ("What is x in the equation?", "-1 <AND> -5", "x = 3", "0.0"),
+    ("What is x in the equation?", "-1 <AND> -5", "x = -1", "0.5"),
+    ("What is x in the equation?", "-1 <AND> -5", "x = -5", "0.5"),
+    ("What is x in the equation?", "-1 <AND> -5", "x = -5 or 5", "0.5"),
+    ("What is x in the equation?", "-1 <AND> -5", "x = -1 or x = -5", "1.0"),
+    (_MEME, _MEME_TRUTH, "The meme talks about Iceland and Greenland. It's pointing out that despite their names, "
+     "Iceland is not very icy and Greenland isn't very green.", "0.4"),
+    (_MEME, _MEME_TRUTH, "The meme is using humor to point out the misleading nature of Iceland's and Greenland's "
+     "names. Iceland, despite its name, has lush green landscapes while Greenland is mostly covered in ice and "
+     "snow. The text 'This is why I have trust issues' is a playful way to suggest that these contradictions can "
+     "lead to distrust or confusion. The humor in this meme is derived from the unexpected contrast between the "
+     "names of the countries and their actual physical characteristics.", "1.0"),
+)
+MMVET_PROMPT = "\n".join([MMVET_INSTRUCTION, "", "Question | Ground truth | Prediction | Correctness",
+                           "--- | --- | --- | ---", *(" | ".join(row) for row in MMVET_EXAMPLES),
+                           "{question} | {answer} | {prediction} |"])
+MMVET_TEMPERATURES = (0.0, 0.5, 1.0, 1.5, 2.0)  # MM-Vet's grader asks again, warmer, while a reply does not parse
 
-Question: {question}
-Ground truth: {answer}
-Prediction: {prediction}
-Correctness:"""
+
+def mmvet_correctness(reply: str) -> float | None:
+    """The score a grader reply opens with, as MM-Vet reads it (its first word, a number in [0, 1]), or None."""
+    words = reply.split()
+    try:
+        value = float(words[0]) if words else None
+    except ValueError:
+        return None
+    return value if value is not None and 0.0 <= value <= 1.0 else None
 
 
 @register("mmvet")
@@ -48,9 +81,11 @@ class MMVet(_Judged):
                       question=question)
 
     def score(self, target, answer, meta) -> Score:
-        reply = ask(MMVET_PROMPT.format(question=meta.get("question", ""), answer=target, prediction=answer), 8)
-        value = first_number(reply)
-        value = min(1.0, max(0.0, value)) if value is not None else 0.0
+        """MM-Vet's rule: up to five tries at rising temperature; no parsable score after them counts 0."""
+        spaced = target.replace("<AND>", " <AND> ").replace("<OR>", " <OR> ")
+        prompt = MMVET_PROMPT.format(question=meta.get("question", ""), answer=spaced, prediction=answer)
+        value = next((v for t in MMVET_TEMPERATURES
+                      if (v := mmvet_correctness(ask(prompt, 8, temperature=t))) is not None), 0.0)
         return Score(value, None, {"score": value})
 
     def metrics(self, stats):
