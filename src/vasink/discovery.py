@@ -21,6 +21,8 @@ from .config import FIRST_SEARCHED_LAYER
 from .models import adapter_for
 from .sinks import dimension_ratios, sink_dimension_value
 
+UPPER_ORDINARY_QUANTILE = 0.75  # the ordinary tokens' level that a suggested tau must clear (_suggest_tau)
+
 DEFAULT_PROMPTS = (
     "Describe the image.",
     "What is in the picture?",
@@ -130,8 +132,10 @@ def find_sink_dims(model: nn.Module, processor, prompts=None, images=None, *, mi
 
     if dims:
         first_phi = first_ratio[:, :, list(dims)].amax(-1)  # (P, L): phi of the first token, exactly
-        median_phi = torch.stack([sink_dimension_value(h, dims).median(-1).values for h in hidden_by_prompt])
-        suggested = _suggest_tau(first_phi[:, list(searched)], median_phi[:, list(searched)])
+        other_phi = [sink_dimension_value(h, dims).float() for h in hidden_by_prompt]  # per prompt (L, T-1)
+        median_phi = torch.stack([phi.median(-1).values for phi in other_phi])  # (P, L)
+        upper_phi = torch.stack([phi.quantile(UPPER_ORDINARY_QUANTILE, dim=-1) for phi in other_phi])  # (P, L)
+        suggested = _suggest_tau(first_phi[:, list(searched)], upper_phi[:, list(searched)])
     else:
         first_phi = median_phi = torch.zeros(len(prompts), num_layers)
         suggested = float("nan")
@@ -153,8 +157,12 @@ def first_text_token(model: nn.Module, adapter, inputs) -> int:
     return int(text.nonzero()[0])
 
 
-def _suggest_tau(first_phi: torch.Tensor, median_phi: torch.Tensor) -> float:
-    """Geometric middle between a low first-token phi and a high ordinary-token phi (both over searched layers)."""
+def _suggest_tau(first_phi: torch.Tensor, upper_phi: torch.Tensor) -> float:
+    """Geometric middle between a low first-token phi and a high ordinary-token phi over the searched layers:
+    the 10th percentile of the first token's phi, and the 90th percentile (over prompts and layers) of the
+    other tokens' upper quartile. The upper quartile, not the median, because ordinary tokens can sit high
+    on a sink dim (SmolLM2-135M: median 10-14, upper quartile up to 17 in its late layers, BOS 20-24); a
+    quartile still ignores the visual sinks (at most a quarter of the visual tokens, in the paper)."""
     low_sink = float(torch.quantile(first_phi.flatten(), 0.1))
-    high_ordinary = float(torch.quantile(median_phi.flatten(), 0.9))
+    high_ordinary = float(torch.quantile(upper_phi.flatten(), 0.9))
     return math.sqrt(max(low_sink, 1e-6) * max(high_ordinary, 1e-6))
