@@ -209,7 +209,7 @@ def test_judged_benchmarks_read_the_judge_reply(tmp_path, monkeypatch):
     replies = iter(["0.7", "8 6\nAssistant 2 is less detailed.", "The answer invents a dog.\nRating: 2"])
     prompts = []
 
-    def fake_ask(prompt, max_tokens=256, temperature=0.0):
+    def fake_ask(prompt, max_tokens=256, **options):
         prompts.append(prompt)
         return next(replies)
     monkeypatch.setattr(judged, "ask", fake_ask)
@@ -217,8 +217,10 @@ def test_judged_benchmarks_read_the_judge_reply(tmp_path, monkeypatch):
     scored = get_benchmark("mmvet").score(mmvet.target, "x = -1 or -5", {"question": mmvet.question})
     assert scored.stats == {"score": 0.7}
     assert prompts[0].endswith("\nWhat is x in the equation? | -1  <AND>  -5 | x = -1 or -5 |")
-    wild = get_benchmark("llava-wild").score("Mount Rushmore.", "A mountain.", {})
+    wild = get_benchmark("llava-wild").score("Mount Rushmore.", "A mountain.", {"caption": "A rock."})
     assert wild.stats == {"judge_reference": 8.0, "judge_model": 6.0}
+    assert prompts[1].startswith("[Context]\nA rock.\n\n[Question]\n\n\n[Assistant 1]\nMount Rushmore.\n\n")
+    assert "Please first output a single line containing only two values" in prompts[1]  # LLaVA's rule.json
     hal = get_benchmark("mmhal").score("The fox is white.", "A brown dog.", {"contents": "Fox, Snow"})
     assert hal.parsed == 2.0 and hal.correct is False and hal.stats["hallucinated"] == 1.0
 
@@ -483,7 +485,7 @@ def test_llava_wild_joins_caption_lists_and_counts_unparsed_reviews_as_llava(tmp
     sample = load("llava-wild", tmp_path, rows)[0]
     assert sample.meta["caption"] == "A rock with faces.\nFour presidents."
     replies = iter(["8 6\nAssistant 2 is less detailed.", "Both answers are good."])
-    monkeypatch.setattr(judged, "ask", lambda prompt, max_tokens=256: next(replies))
+    monkeypatch.setattr(judged, "ask", lambda prompt, max_tokens=256, **options: next(replies))
     bench = get_benchmark("llava-wild")
     records = records_for("llava-wild", [sample, sample], ["A mountain.", "A mountain."])
     assert [r["stats"]["judge_model"] for r in records] == [6.0, -1.0]

@@ -37,12 +37,15 @@ def check_configured(benchmark: str) -> None:
             f"{DEFAULT_MODEL}). Nothing was generated.")
 
 
-def ask(prompt: str, max_tokens: int = 256, retries: int = 3, temperature: float = 0.0) -> str:
-    """The judge's reply to one user message (greedy unless ``temperature`` says otherwise)."""
+def ask(prompt: str, max_tokens: int = 256, retries: int = 3, temperature: float = 0.0,
+        system: str | None = None) -> str:
+    """The judge's reply to one user message, after an optional ``system`` message (greedy unless
+    ``temperature`` says otherwise)."""
     check_configured("this benchmark")
     url = (_first_env(URL_VARS) or DEFAULT_URL).rstrip("/") + "/chat/completions"
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     body = json.dumps({"model": os.environ.get(MODEL_VAR, DEFAULT_MODEL), "temperature": temperature,
-                       "max_tokens": max_tokens, "messages": [{"role": "user", "content": prompt}]}).encode()
+                       "max_tokens": max_tokens, "messages": messages}).encode()
     request = urllib.request.Request(url, data=body, headers={
         "Content-Type": "application/json", "Authorization": f"Bearer {_first_env(KEY_VARS)}"})
     for attempt in range(retries):

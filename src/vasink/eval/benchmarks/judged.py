@@ -1,7 +1,7 @@
 """The judge-scored benchmarks: MM-Vet, LLaVA-Bench-in-the-wild, MMHal-Bench (see :mod:`vasink.eval.judge`).
 
 The command stops before generating when no judge key is set. MM-Vet's grader prompt is its evaluator's
-(few-shot rows, the sample as an open last row); LLaVA-Bench's paraphrases LLaVA's pairwise 1-10 rating;
+(few-shot rows, the sample as an open last row); LLaVA-Bench's is LLaVA's review request (``rule.json``);
 MMHal-Bench's keeps the official ``eval_gpt4.py`` rating scale word for word, since its threshold (0-2
 hallucination, 3-6 none) depends on it. A judge reply that does not parse counts as each benchmark's own
 script counts it: MM-Vet 0 after five tries, LLaVA-Bench (-1, -1) in the means (LLaVA's
@@ -92,25 +92,22 @@ class MMVet(_Judged):
         return {"score": stats["score"].mean(-1)}
 
 
-LLAVA_W_PROMPT = """[Context]
-{caption}
-
-[Question]
-{question}
-
-[Assistant 1]
-{reference}
-[End of Assistant 1]
-
-[Assistant 2]
-{prediction}
-[End of Assistant 2]
-
-[System]
-Rate the helpfulness, relevance, accuracy and level of detail of the two answers to the question about
-the image described in the context. Give each assistant an overall score from 1 to 10 (higher is better).
-On the first line write only the two scores separated by a space; then explain briefly."""
-
+# LLaVA's review request for LLaVA-Bench (llava/eval/table/rule.json, the same for conv, detail and complex)
+# and eval_gpt_review_bench.py's layout and system message; Assistant 1 is the reference (GPT-4) answer.
+LLAVA_W_RULE = (
+    "We would like to request your feedback on the performance of two AI assistants in response to the user "
+    "question displayed above. The user asks the question on observing an image. For your reference, the visual "
+    "content in the image is represented with a few sentences describing the image. \nPlease rate the "
+    "helpfulness, relevance, accuracy, level of details of their responses. Each assistant receives an overall "
+    "score on a scale of 1 to 10, where a higher score indicates better overall performance.\nPlease first output "
+    "a single line containing only two values indicating the scores for Assistant 1 and 2, respectively. The two "
+    "scores are separated by a space.\nIn the subsequent line, please provide a comprehensive explanation of your "
+    "evaluation, avoiding any potential bias and ensuring that the order in which the responses were presented "
+    "does not affect your judgment.")
+LLAVA_W_PROMPT = ("[Context]\n{caption}\n\n[Question]\n{question}\n\n[Assistant 1]\n{reference}\n\n"
+                  "[End of Assistant 1]\n\n[Assistant 2]\n{prediction}\n\n[End of Assistant 2]\n\n[System]\n"
+                  + LLAVA_W_RULE.replace("{", "{{").replace("}", "}}") + "\n\n")
+LLAVA_W_SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
 UNPARSED_PAIR = (-1.0, -1.0)  # LLaVA's parse_score on a reply whose first line is not two numbers
 
 
@@ -142,7 +139,7 @@ class LlavaBenchWild(_Judged):
 
     def score(self, target, answer, meta) -> Score:
         reply = ask(LLAVA_W_PROMPT.format(caption=meta.get("caption", ""), question=meta.get("question", ""),
-                                          reference=target, prediction=answer))
+                                          reference=target, prediction=answer), 1024, system=LLAVA_W_SYSTEM)
         reference, model = llava_review_scores(reply)
         return Score(model, None, {"judge_reference": reference, "judge_model": model})
 
