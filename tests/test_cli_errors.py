@@ -194,3 +194,15 @@ def test_a_corrupt_image_in_an_eval_folder_is_one_line_and_keeps_what_was_writte
     message = assert_one_line(code, capsys.readouterr().err, "COCO_val2014_000000000073.jpg")
     assert "empty or corrupt" in message
     assert len((out / "records.jsonl").read_text().splitlines()) == 2  # the first batch is kept
+
+
+def test_model_folders_that_can_load_pass_the_check(tmp_path):
+    from vasink.eval.loading import check_model_spec
+
+    for marker in ("config.json", "organism.json"):  # a saved Hugging Face model; a `vasink organism train` run
+        folder = tmp_path / marker.split(".")[0]
+        folder.mkdir()
+        (folder / marker).write_text("{}")
+        check_model_spec(str(folder))
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        check_model_spec(str(tmp_path))

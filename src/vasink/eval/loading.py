@@ -39,8 +39,9 @@ def check_model_spec(spec: str) -> None:
 
     path = Path(spec).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"--model {spec}: the folder has no config.json (not a saved Hugging Face model)")
+        if not any((path / name).is_file() for name in ("config.json", "organism.json")):
+            raise FileNotFoundError(f"--model {spec}: the folder has no config.json (not a saved Hugging Face model) "
+                                    f"and no organism.json (not a vasink organism train run)")
         return
     if path.exists():
         raise FileNotFoundError(f"--model {spec}: this is a file; pass a model folder (with config.json) or a hub id")
