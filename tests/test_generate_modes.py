@@ -4,6 +4,8 @@ Each mode is compared with the dynamic-cache run (the default path, checked agai
 the oracle elsewhere): same tokens, step logits to 1e-5 in float32, and different from the stock model.
 """
 
+import os
+
 import pytest
 import torch
 from conftest import BOS, SinkPlanter, batch_inputs, prompt_ids, tiny_llava
@@ -140,3 +142,67 @@ def test_which_cache_free_forward_continues_the_prompt(planted):
         planted(**inputs, use_cache=False)
         planted(**other, use_cache=False)  # another token after the same prompt: a step of a new generation
         assert handle.state.phase == "cache-free"
+
+
+# -- torch.compile: backend="eager" runs exactly what dynamo captures (graph breaks, guards, the state's side
+#    effects) in seconds; inductor compiles the same graphs to C++ (minutes on a small CPU: VASINK_SLOW_TESTS=1).
+
+COMPILED = dict(new=2, cache_implementation="static")
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()  # no compiled code or recompile counts left from another test
+    yield
+    torch._dynamo.reset()
+
+
+def compiled_runs(backend: str):
+    """(eager stock, eager VAR with a dynamic cache, compiled stock, compiled VAR, compiled after disable) on one
+    planted model; the forward is compiled before VAR is enabled, as a user who compiles at load time does."""
+    model = tiny_llava()
+    planter = SinkPlanter(model)
+    inputs = batch_inputs([prompt_ids()])
+    stock = run(model, inputs, **COMPILED)
+    with vasink.var(model, CONFIG):
+        var_run = run(model, inputs, new=COMPILED["new"])
+    model.forward = torch.compile(model.forward, backend=backend)
+    compiled_stock = run(model, inputs, **COMPILED)
+    with vasink.var(model, CONFIG):
+        compiled_var = run(model, inputs, **COMPILED)
+    after = run(model, inputs, **COMPILED)
+    planter.remove()
+    return stock, var_run, compiled_stock, compiled_var, after
+
+
+def test_compiled_forward_runs_var(fresh_dynamo):
+    stock, var_run, compiled_stock, compiled_var, after = compiled_runs("eager")
+    assert_var_acts_on_every_step(var_run, stock)
+    assert_same_run(compiled_var, var_run)
+    assert_same_run(compiled_stock, stock)
+    assert_same_run(after, stock)
+
+
+def test_generate_compile_config_runs_var(fresh_dynamo):
+    """generate compiles the model's call itself for a static cache and a compile_config (on CPU only when told)."""
+    from transformers import CompileConfig
+
+    model = tiny_llava()
+    planter = SinkPlanter(model)
+    inputs = batch_inputs(PROMPTS["padded batch"])
+    compile_config = CompileConfig(backend="eager", mode=None)
+    compile_config._compile_all_devices = True  # transformers' switch for compiling on CPU
+    with vasink.var(model, CONFIG):
+        dynamic = run(model, inputs, new=3)
+        compiled = run(model, inputs, new=3, cache_implementation="static", compile_config=compile_config)
+    planter.remove()
+    assert hasattr(model, "_compiled_call"), "generate must have compiled the forward"
+    assert_same_run(compiled, dynamic)
+
+
+@pytest.mark.skipif(os.environ.get("VASINK_SLOW_TESTS") != "1",
+                    reason="inductor on CPU takes minutes; set VASINK_SLOW_TESTS=1")
+def test_inductor_compiled_forward_runs_var(fresh_dynamo):
+    stock, var_run, compiled_stock, compiled_var, after = compiled_runs("inductor")
+    assert_same_run(compiled_var, var_run)
+    assert_same_run(after, stock)
