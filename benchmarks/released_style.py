@@ -2,7 +2,7 @@
 
 Eager attention (a [heads x queries x keys] weight tensor), then a Python loop over heads and, inside,
 per-(head, query) indexing of the selected rows (MICV-yonsei/VisAttnSink, ``src/logic/logic.py``, as
-described in SPEC §3). Paper semantics for the rule itself, so its output can be checked against ours.
+described in docs/method.md#the-released-code). Paper semantics for the rule itself, so its output can be checked against ours.
 """
 
 from __future__ import annotations

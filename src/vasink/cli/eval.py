@@ -137,6 +137,9 @@ def run_score_command(args) -> int:
         print(f"{scope}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     if result["missing"]:
         print(f"({result['missing']} samples of the benchmark have no answer in {args.answers})")
+    if result.get("skipped"):
+        print(f"({result['skipped']} answer lines left out: not part of this benchmark's scoring, e.g. MMBench "
+              f"rounds > 0 from LLaVA's --all-rounds)")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)

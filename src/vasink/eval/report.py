@@ -121,6 +121,7 @@ def build_report(out: str | Path, resamples: int = 1000, seed: int = 0, write: b
     if not any(by_arm.values()):
         raise ValueError(f"{out}: no records yet")
     report = {"run": run["run"], "arms": {a: run["arms"][a]["config"] for a in by_arm},
+              "benchmark": {"description": bench.description, "comparability": bench.comparability},
               "metrics": {arm: arm_metrics(bench, list(recs.values())) for arm, recs in by_arm.items() if recs},
               "comparisons": {}}
     if by_arm.get("base"):
@@ -154,6 +155,8 @@ def render_markdown(report: dict) -> str:
     run = report["run"]
     lines = [f"# {run['benchmark']}" + (f":{run['subset']}" if run.get("subset") else "") + f" on {run['model']}",
              "", f"data: `{run['data']}`, greedy decoding, max_new_tokens {run['max_new_tokens']}", ""]
+    about = report.get("benchmark", {})
+    lines += [f"{about[key]}\n" for key in ("description", "comparability") if about.get(key)]
     for arm, config in report["arms"].items():
         summary = "VAR off" if config is None else ", ".join(
             f"{k}={config[k]}" for k in ("rho", "p", "tau", "sink_dims", "compat") if k in config)
