@@ -41,6 +41,7 @@ def test_no_massive_dims_in_a_random_model():
     found = vasink.find_sink_dims(tiny_llava(), tiny_processor())
     assert found.dims == ()
     assert math.isnan(found.suggested_tau)
+    assert found.summary().startswith("no sink dimension found") and "nan" not in found.summary()
 
 
 def test_empty_prompts_is_an_error():

@@ -49,6 +49,12 @@ class SinkDims:
         return iter(self.dims)
 
     def summary(self) -> str:
+        if not self.dims:
+            best = int(self.frequency.argmax())
+            return (f"no sink dimension found: no hidden dimension is massive (|x_d|/RMS >= {self.min_ratio:.1f}) on "
+                    f"the first token in at least half of the (prompt, layer) pairs (the closest, dim {best}, in "
+                    f"{100 * float(self.frequency[best]):.0f}%). This model shows no massive activation, so VAR has no "
+                    "sink to take attention from; there is no tau to suggest (docs/method.md#sink-dimensions-and-phi)")
         rows = [f"sink dims {list(self.dims)} (massive = |x_d|/RMS >= {self.min_ratio:.1f}), "
                 f"suggested tau {self.suggested_tau:.2f}"]
         for d in self.dims:
