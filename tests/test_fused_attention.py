@@ -132,3 +132,20 @@ def test_heads_too_large_for_the_kernel_take_the_unfused_route(monkeypatch):
         reference_logits = logits(model, inputs)
     planter.remove()
     torch.testing.assert_close(fast, reference_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_kernel_under_a_static_cache_equals_the_dynamic_cache_run(monkeypatch):
+    """A static cache hands the kernel all its slots (no mask at the prefill): the same tokens and logits."""
+    from test_generate_modes import assert_same_run, run
+
+    calls = force_fused_kernel(monkeypatch)
+    model = tiny_llava()
+    planter = SinkPlanter(model)
+    inputs = batch_inputs([prompt_ids()])
+    with vasink.var(model, CONFIG):
+        dynamic = run(model, inputs, new=3)
+        calls.clear()
+        static = run(model, inputs, new=3, cache_implementation="static")
+    planter.remove()
+    assert len(calls) >= 3 * 2, "the kernel runs at the prefill and every decode step of the modified layers"
+    assert_same_run(static, dynamic)
