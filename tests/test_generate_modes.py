@@ -206,3 +206,21 @@ def test_inductor_compiled_forward_runs_var(fresh_dynamo):
     stock, var_run, compiled_stock, compiled_var, after = compiled_runs("inductor")
     assert_same_run(compiled_var, var_run)
     assert_same_run(after, stock)
+
+
+def test_var_on_a_compiled_module(fresh_dynamo):
+    """torch.compile(model) returns a wrapper: enable reaches the model inside, and the compiled call runs VAR."""
+    model = tiny_llava()
+    planter = SinkPlanter(model)
+    inputs = batch_inputs([prompt_ids()])
+    with torch.no_grad():
+        stock = model(**inputs).logits
+        with vasink.var(model, CONFIG):
+            want = model(**inputs).logits
+        compiled = torch.compile(model, backend="eager")
+        with vasink.var(compiled, CONFIG) as handle:
+            got = compiled(**inputs).logits
+        assert handle.model is model and not handle.active
+    planter.remove()
+    assert (want - stock).abs().max() > 1e-3
+    torch.testing.assert_close(got, want, **TOLERANCE)

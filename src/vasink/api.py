@@ -113,6 +113,11 @@ class VARHandle:
         return f"VARHandle({type(self.model).__name__}, active={self.active}, config={self.state.config})"
 
 
+def unwrap_compiled(model: nn.Module) -> nn.Module:
+    """The model inside ``torch.compile(model)``'s wrapper: its hooks and attention run inside the compiled call."""
+    return getattr(model, "_orig_mod", model)
+
+
 def enable(model: nn.Module, config: VARConfig | None = None, *, intervention=None) -> VARHandle:
     """Switch VAR on for ``model`` (enabling again replaces the config); returns the handle.
 
@@ -123,6 +128,7 @@ def enable(model: nn.Module, config: VARConfig | None = None, *, intervention=No
     path in place of VAR, in the layers and on the rows VAR would consider (see ``vasink.analysis``).
     """
     config = config if config is not None else VARConfig()
+    model = unwrap_compiled(model)
     existing = getattr(model, HANDLE_ATTR, None)
     if existing is not None and existing.active:
         return existing.reconfigure(config, intervention)
@@ -131,7 +137,7 @@ def enable(model: nn.Module, config: VARConfig | None = None, *, intervention=No
 
 def disable(model: nn.Module) -> None:
     """Switch VAR off for ``model``; a no-op when it is not on."""
-    handle = getattr(model, HANDLE_ATTR, None)
+    handle = getattr(unwrap_compiled(model), HANDLE_ATTR, None)
     if handle is not None:
         handle.disable()
 
@@ -139,7 +145,7 @@ def disable(model: nn.Module) -> None:
 @contextmanager
 def var(model: nn.Module, config: VARConfig | None = None, *, intervention=None) -> Iterator[VARHandle]:
     """``with vasink.var(model, config): ...`` runs the block with VAR on and restores the model after."""
-    previous = getattr(model, HANDLE_ATTR, None)
+    previous = getattr(unwrap_compiled(model), HANDLE_ATTR, None)
     restore = (previous.config, previous.intervention) if previous is not None and previous.active else None
     handle = enable(model, config, intervention=intervention)
     try:
@@ -160,6 +166,7 @@ def detect_sinks(model: nn.Module, inputs, config: VARConfig | None = None) -> S
     ``inputs``: the model's keyword inputs (a processor's BatchFeature or a dict with input_ids ...).
     """
     config = config if config is not None else VARConfig()
+    model = unwrap_compiled(model)
     adapter = adapter_for(model)
     text_config = adapter.text_config(model)
     sink_dims = resolve_sink_dims(config.sink_dims, text_config)
