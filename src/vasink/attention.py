@@ -1,6 +1,6 @@
 """The attention function vasink registers with transformers (``attn_implementation="vasink"``).
 
-Two paths compute the same thing (docs/method.md):
+Two paths compute the same thing (docs/method.md#the-fast-path):
 
 - ``reference`` materializes ``[batch, heads, queries, keys]`` weights and calls :func:`redistribute`.
 - ``fast`` builds no weight tensor. On CUDA (with Triton) it is one fused kernel (``fused_attention.py``).

@@ -1,9 +1,10 @@
 """VARConfig: every knob of sink detection and Visual Attention Redistribution, validated.
 
 Defaults follow the paper: tau 20, rho 0.8 (the paper's setting for general vision-language tasks), p 0.6,
-min_visual_attention 0.2 (docs/method.md). ``compat="released-code"`` reads ``rho`` and ``p`` the way the
-authors' released code does: its ``rho`` bounds the visual *sink* ratio (1 - the paper's rho) and its ``p`` is
-the fraction of sink attention *kept* (1 - the paper's p).
+min_visual_attention 0.2 (docs/method.md#the-image-centric-head-test). ``compat="released-code"`` reads
+``rho`` and ``p`` the way the authors' released code does (docs/method.md#the-released-code): its ``rho``
+bounds the visual *sink* ratio (1 - the paper's rho) and its ``p`` is the fraction of sink attention *kept*
+(1 - the paper's p).
 
 Presets are the paper's task settings and mean the same in both modes: in ``compat="released-code"`` their
 rho and p are written in the code's meaning (``VARConfig.preset("general", compat="released-code")`` has rho
@@ -28,7 +29,8 @@ PRESETS = {
     "vision-centric": {"rho": 0.9, "p": PAPER_P},
 }
 
-# Layers 0 and 1 are never searched: the massive activation appears from layer 2 on (docs/method.md).
+# Layers 0 and 1 are never searched: the massive activation appears from layer 2 on
+# (docs/method.md#sink-tokens-per-layer).
 FIRST_SEARCHED_LAYER = 2
 
 
@@ -53,7 +55,7 @@ class VARConfig:
     rho: float = 0.8  # head test: visual non-sink ratio r >= rho (paper); sink ratio <= rho (released code)
     p: float = 0.6  # fraction of sink attention removed (paper); kept (released code)
     min_visual_attention: float = 0.2  # head test: visual mass m_V >= this
-    sink_dims: str | tuple[int, ...] = "auto"  # "auto" = known table (docs/method.md), else explicit dims
+    sink_dims: str | tuple[int, ...] = "auto"  # "auto" = the known table (docs/method.md), else explicit dims
     layers: tuple[int, ...] | None = None  # layers VAR may modify; None = every layer >= 2
     except_last_layer: bool = True  # never modify the last decoder layer (paper); ignored by released-code
     compat: str = "paper"  # "paper" or "released-code"
@@ -102,7 +104,7 @@ class VARConfig:
             raise ValueError(
                 f"layers {out_of_range} out of range: the model has {num_layers} decoder layers (0..{num_layers - 1})"
             )
-        # The released code never skips the last layer (a shadowed flag, docs/method.md).
+        # The released code never skips the last layer (a shadowed flag, docs/method.md#the-released-code).
         skip_last = self.except_last_layer and self.compat == "paper"
         return tuple(sorted(layer for layer in set(candidates) if not (skip_last and layer == num_layers - 1)))
 

@@ -1,4 +1,4 @@
-"""Discover the sink dimensions of a model not in the known table (docs/method.md).
+"""Discover the sink dimensions of a model not in the known table (docs/method.md#known-sink-dimensions).
 
 Calibration prompts are run one at a time; for every decoder layer >= 2 the first text token's
 ``|x[d]| / RMS(x)`` is recorded per dimension (the BOS-like token: the first token that is not an image

@@ -99,7 +99,7 @@ def var_attention_kernel(
                 acc_n += tl.dot(p_n.to(v.dtype), v)
         m_i = m_new
 
-    # Epilogue: group masses, the head test (docs/method.md), and the corrected output.
+    # Epilogue: group masses, the head test (docs/method.md#the-image-centric-head-test), and the corrected output.
     tiny = 1.1754943508222875e-38
     denominator = tl.where(l_all > 0, l_all, 1.0)
     sink_mass = l_s / denominator

@@ -1,4 +1,4 @@
-"""The pure tensor math of VAR (docs/method.md) on materialized attention weights: the reference.
+"""The pure tensor math of VAR (docs/method.md#redistribution) on materialized attention weights: the reference.
 
 Every other path (the fast attention backend, the benchmarks' released-style loop) is checked
 against :func:`redistribute`.
@@ -10,7 +10,8 @@ import torch
 
 from .config import COMPAT_MODES, removed_fraction
 
-# The released code adds this per visual key to the visual mass in its head test denominator (docs/method.md).
+# The released code adds this per visual key to the visual mass in its head test denominator
+# (docs/method.md#the-released-code).
 RELEASED_CODE_EPS_PER_VISUAL_KEY = 1e-6
 
 

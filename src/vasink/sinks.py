@@ -56,7 +56,8 @@ def dimension_ratios(hidden_states: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class KnownSinkDims:
-    """A row of the known sink-dimension table (docs/method.md): a base LLM, matched on its text config."""
+    """A row of the known sink-dimension table (docs/method.md#known-sink-dimensions): a base LLM, matched on its
+    text config."""
 
     name: str
     model_type: tuple[str, ...]
@@ -92,7 +93,8 @@ def known_sink_dims(text_config) -> KnownSinkDims | None:
 
 
 def resolve_sink_dims(sink_dims, text_config) -> tuple[int, ...]:
-    """Explicit dims are range-checked; "auto" looks the model up in the known table (docs/method.md)."""
+    """Explicit dims are range-checked; "auto" looks the model up in the known table
+    (docs/method.md#known-sink-dimensions)."""
     hidden_size = text_config.hidden_size
     if sink_dims == "auto":
         entry = known_sink_dims(text_config)

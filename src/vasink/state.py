@@ -5,7 +5,7 @@ fill it: the model's own hook reads ``input_ids`` / the cache to set the token l
 each decoder layer computes phi on the hidden states entering that layer during prefill.
 
 Sinks are found once per prompt, at its first forward (the prefill), and every later step of the same
-generation reuses them (docs/method.md). A forward is one of:
+generation reuses them (docs/method.md#sink-tokens-per-layer). A forward is one of:
 
 - **prefill**: no cached tokens, and not a cache-free step (below): the prompt; its sinks are found.
 - **decode**: over a cache that holds the tokens seen so far (dynamic or static cache, or a sliding window's
