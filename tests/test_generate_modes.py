@@ -80,6 +80,26 @@ def test_static_cache_with_sliding_window_layers_equals_dynamic_cache():
     assert_same_run(static, dynamic)
 
 
+def test_beam_search_is_the_same_under_every_cache(planted):
+    """Beams reorder rows between steps; every beam of a prompt has that prompt's sinks."""
+    inputs = batch_inputs(PROMPTS["padded batch"])
+
+    def beams(**kwargs):
+        with torch.no_grad():
+            out = planted.generate(**inputs, max_new_tokens=4, do_sample=False, num_beams=3,
+                                   output_scores=True, return_dict_in_generate=True, **kwargs)
+        return out.sequences, out.sequences_scores
+
+    stock = beams()
+    with vasink.var(planted, CONFIG):
+        dynamic = beams()
+        static = beams(cache_implementation="static")
+        uncached = beams(use_cache=False)
+    assert (dynamic[1] - stock[1]).abs().max() > 1e-3
+    for run_ in (static, uncached):
+        assert_same_run(run_, dynamic)
+
+
 class TokenSinkPlanter:
     """A token that is a sink wherever it appears (as "." or a newline often is in LLaMA models): a massive value
     in the sink dims at decoder layer 1's output, in every forward, prompt or generated token."""
