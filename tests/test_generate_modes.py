@@ -56,12 +56,14 @@ def test_static_cache_equals_dynamic_cache(prompts, implementation, attn):
     planter = SinkPlanter(model)
     inputs = batch_inputs(prompts)
     stock = run(model, inputs)
-    with vasink.var(model, CONFIG.replace(implementation=implementation)):
+    with vasink.var(model, CONFIG.replace(implementation=implementation)) as handle:
         dynamic = run(model, inputs)
         static = run(model, inputs, cache_implementation="static")
+        padding_seen = handle.state.valid_keys  # read from generate's 4D static-cache mask
     planter.remove()
     assert_var_acts_on_every_step(dynamic, stock)
     assert_same_run(static, dynamic)
+    assert torch.equal(padding_seen, inputs["attention_mask"].bool())
 
 
 def test_static_cache_with_sliding_window_layers_equals_dynamic_cache():
