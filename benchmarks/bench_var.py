@@ -77,8 +77,10 @@ class FixedPlanState:
     def __init__(self, plan: LayerPlan, config, decode: bool = False):
         self._plan, self.config, self.decode = plan, config, decode
         self._layer_memo, self._call_memo = {}, {}
+        self.num_keys = 0
 
     def plan(self, layer_idx, num_queries, num_keys):
+        self.num_keys = num_keys  # every key is a real position (no static cache's empty slots)
         if self.decode:
             return dataclasses.replace(self._plan, layer_memo=self._layer_memo, call_memo=self._call_memo)
         return dataclasses.replace(self._plan, layer_memo={}, call_memo={})

