@@ -112,7 +112,7 @@ def find_sink_dims(model: nn.Module, processor, prompts=None, images=None, *, mi
     hooks = [layer.register_forward_pre_hook(
         lambda module, args, kwargs, i=i: captured.__setitem__(i, (args[0] if args else kwargs["hidden_states"])[0]),
         with_kwargs=True) for i, layer in enumerate(layers)]
-    first, median, hidden_by_prompt = [], [], []
+    first, median, hidden_by_prompt, text_by_prompt = [], [], [], []
     device = next(model.parameters()).device
     try:
         for index, prompt in enumerate(prompts):
@@ -121,8 +121,10 @@ def find_sink_dims(model: nn.Module, processor, prompts=None, images=None, *, mi
             model(**inputs)
             hidden = torch.stack([captured[i].float() for i in range(num_layers)])  # (L, T, D)
             ratios = dimension_ratios(hidden)  # (L, T, D)
-            bos = first_text_token(model, adapter, inputs)
+            text = text_token_mask(model, adapter, inputs).to(ratios.device)  # (T,)
+            bos = int(text.nonzero()[0])
             others = torch.arange(ratios.shape[1], device=ratios.device) != bos  # (T,)
+            text_by_prompt.append(hidden[:, others & text].to("cpu", torch.bfloat16))  # for the suggested tau
             first.append(ratios[:, bos])
             median.append(ratios[:, others].median(dim=1).values if others.any() else torch.zeros_like(ratios[:, 0]))
             hidden_by_prompt.append(hidden[:, others].to("cpu", torch.bfloat16))  # for median_phi: off the GPU
@@ -138,9 +140,10 @@ def find_sink_dims(model: nn.Module, processor, prompts=None, images=None, *, mi
 
     if dims:
         first_phi = first_ratio[:, :, list(dims)].amax(-1)  # (P, L): phi of the first token, exactly
-        other_phi = [sink_dimension_value(h, dims).float() for h in hidden_by_prompt]  # per prompt (L, T-1)
-        median_phi = torch.stack([phi.median(-1).values for phi in other_phi])  # (P, L)
-        upper_phi = torch.stack([phi.quantile(UPPER_ORDINARY_QUANTILE, dim=-1) for phi in other_phi])  # (P, L)
+        median_phi = torch.stack([sink_dimension_value(h, dims).median(-1).values for h in hidden_by_prompt])
+        text_phi = [sink_dimension_value(h, dims).float() for h in text_by_prompt if h.shape[1]]  # (L, text tokens)
+        upper_phi = torch.stack([phi.quantile(UPPER_ORDINARY_QUANTILE, dim=-1) for phi in text_phi]) if text_phi \
+            else median_phi  # (P, L)
         suggested = _suggest_tau(first_phi[:, list(searched)], upper_phi[:, list(searched)])
     else:
         first_phi = median_phi = torch.zeros(len(prompts), num_layers)
@@ -152,6 +155,11 @@ def find_sink_dims(model: nn.Module, processor, prompts=None, images=None, *, mi
 def first_text_token(model: nn.Module, adapter, inputs) -> int:
     """Position of the prompt's first token that is not an image placeholder: the BOS-like token (the first token
     for LLaVA-style prompts, the one after the image for PaliGemma's ``[image tokens] <bos> prefix``)."""
+    return int(text_token_mask(model, adapter, inputs).nonzero()[0])
+
+
+def text_token_mask(model: nn.Module, adapter, inputs) -> torch.Tensor:
+    """(T,) bool: the first prompt's real tokens that are not image placeholders."""
     input_ids = inputs["input_ids"]
     extra = {k: v for k, v in dict(inputs).items() if k != "input_ids"}
     placeholder = adapter.placeholder_mask(model, input_ids, **extra) | adapter.visual_mask(model, input_ids, **extra)
@@ -160,15 +168,17 @@ def first_text_token(model: nn.Module, adapter, inputs) -> int:
         text &= extra["attention_mask"][0].bool()
     if not text.any():
         raise ValueError("find_sink_dims: a calibration prompt has no text token (every token is an image placeholder)")
-    return int(text.nonzero()[0])
+    return text
 
 
 def _suggest_tau(first_phi: torch.Tensor, upper_phi: torch.Tensor) -> float:
     """Geometric middle between a low first-token phi and a high ordinary-token phi over the searched layers:
     the 10th percentile of the first token's phi, and the 90th percentile (over prompts and layers) of the
-    other tokens' upper quartile. The upper quartile, not the median, because ordinary tokens can sit high
-    on a sink dim (SmolLM2-135M: median 10-14, upper quartile up to 17 in its late layers, BOS 20-24); a
-    quartile still ignores the visual sinks (at most a quarter of the visual tokens, in the paper)."""
+    upper quartile of the other *text* tokens. Text only: the visual tokens are where sinks are looked for,
+    and their number and level (64 to thousands per image, low or high on the sink dims depending on the
+    projector) must not move the threshold. The upper quartile, not the median, because ordinary tokens can
+    sit high on a sink dim (SmolLM2-135M: text tokens' median 10-14 on dim 507, upper quartile up to 17,
+    BOS 20-24)."""
     low_sink = float(torch.quantile(first_phi.flatten(), 0.1))
     high_ordinary = float(torch.quantile(upper_phi.flatten(), 0.9))
     return math.sqrt(max(low_sink, 1e-6) * max(high_ordinary, 1e-6))
