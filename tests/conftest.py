@@ -173,3 +173,12 @@ def force_fused_kernel(monkeypatch) -> list:
     original = fused.fused_var_attention
     monkeypatch.setattr(attention, "fused_var_attention", lambda *a: calls.append(1) or original(*a))
     return calls
+
+
+@pytest.fixture
+def planted():
+    """A tiny LLaVA with sinks planted (BOS and image patches), removed after the test."""
+    model = tiny_llava()
+    planter = SinkPlanter(model)
+    yield model
+    planter.remove()

@@ -40,13 +40,6 @@ def assert_var_acts_on_every_step(var_run, stock_run):
     assert (change > 1e-4).all(), change
 
 
-@pytest.fixture
-def planted():
-    model = tiny_llava()
-    planter = SinkPlanter(model)
-    yield model
-    planter.remove()
-
 
 @pytest.mark.parametrize("prompts", PROMPTS.values(), ids=PROMPTS.keys())
 @pytest.mark.parametrize("implementation, attn", [("fast", "sdpa"), ("reference", "sdpa"), ("fast", "eager")])

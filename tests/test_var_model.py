@@ -17,13 +17,6 @@ def logits(model, inputs, **kwargs):
         return model(**inputs, **kwargs).logits
 
 
-@pytest.fixture
-def planted():
-    model = tiny_llava()
-    planter = SinkPlanter(model)
-    yield model
-    planter.remove()
-
 
 def test_enable_then_disable_is_bit_identical(planted):
     inputs = batch_inputs([prompt_ids()])
