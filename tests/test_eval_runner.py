@@ -251,7 +251,7 @@ def test_score_command_on_vasink_records_scores_one_arm(tmp_path, capsys):
 ORGANISM = Path(loading.__file__).parent.parent / "organism" / "checkpoint"
 
 
-@pytest.mark.skipif(not (ORGANISM / "config.json").exists(), reason="the organism checkpoint is not shipped yet")
+@pytest.mark.skipif(not (ORGANISM / "vision.safetensors").exists(), reason="the organism checkpoint is not shipped")
 def test_real_organism_pope_with_limit(tmp_path):
     measured = (ORGANISM / "vasink.json").exists()  # sink dims and tau, needed by the VAR arm
     out = tmp_path / "organism"
