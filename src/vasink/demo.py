@@ -42,7 +42,7 @@ def run_demo(out_dir: str | Path = "vasink-demo", num_scenes: int = 4, seed: int
     variant = None
     if not facts.get("visual_sinks", False):
         variant = config.replace(skip_layers_without_visual_sink=False)
-        echo("note: this model has real text sinks (BOS, phi above tau on dim 507 in every layer from 2 on) but "
+        echo("note: this model has real text sinks (BOS: phi above tau on dim 507 from layer 2 on, but for layers 10-11) but "
              "no visual sink token (docs/organism.md), so VAR as the paper defines it leaves its answers "
              "unchanged. Shown beside it: 'VAR, all layers' (skip_layers_without_visual_sink=False), which "
              "moves part of BOS's attention to the image in the heads that look at it.")
