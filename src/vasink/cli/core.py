@@ -26,6 +26,7 @@ def add_commands(commands) -> None:
     train.add_argument("--seed", type=non_negative_int, default=0)
     train.add_argument("--minutes", type=positive_float, default=None, help="stop after this many minutes (run again to resume)")
     train.add_argument("--fresh", action="store_true", help="start over instead of resuming from --out's checkpoint")
+    train.add_argument("--device", default="cpu", help="cpu (default, reproduces the shipped run) or cuda")
     train.set_defaults(func=run_train_command)
 
 
@@ -39,5 +40,5 @@ def run_demo_command(args) -> int:
 def run_train_command(args) -> int:
     from ..organism.train import train
 
-    train(args.out, seed=args.seed, minutes=args.minutes, resume=not args.fresh)
+    train(args.out, seed=args.seed, minutes=args.minutes, resume=not args.fresh, device=args.device)
     return 0

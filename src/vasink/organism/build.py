@@ -122,7 +122,7 @@ def _add_zero_rows(lm, vocab_size: int) -> None:
 
 def trained_state(model) -> dict[str, torch.Tensor]:
     """The weights vasink trains and ships: the vision tower and the projector (not the language model)."""
-    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()
+    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()
             if k.startswith(("model.vision_tower.", "model.multi_modal_projector."))}
 
 
