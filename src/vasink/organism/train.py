@@ -157,6 +157,7 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
     monitor_scenes = scenes.sample("validation", 16, seed=seed)
     total = recipe.stage1_steps + recipe.stage2_steps
     start, last_save = time.time() - elapsed, time.time()
+    this_call = time.time()  # --minutes counts from here, so the same command resumes for as long again
     with open(out / "log.jsonl", "a") as log_file:
         while step < total:
             if step == recipe.stage1_steps and not _has_lora(model):
@@ -170,16 +171,7 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
                                   max_turns=recipe.max_turns)
             batch = {k: v.to(device) for k, v in batch.items()}
             lr = lr_at(recipe, step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            model.train()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16_autocast):
-                loss = model(**batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            trainable = [p for p in model.parameters() if p.requires_grad]
-            torch.nn.utils.clip_grad_norm_(trainable, recipe.grad_clip)
-            optimizer.step()
+            loss = _train_step(model, optimizer, batch, lr, recipe)
             step += 1
             if step % 10 == 0:
                 log_file.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "lr": lr,
@@ -191,14 +183,29 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
                 log_file.write(json.dumps({"monitor": summary}) + "\n")
                 log_file.flush()
                 log(format_monitor(summary))
-            timed_out = minutes is not None and time.time() - start > minutes * 60
+            timed_out = minutes is not None and time.time() - this_call > minutes * 60
             if time.time() - last_save > recipe.save_every_s or step == total or timed_out:
                 _save(state_file, model, optimizer, step, time.time() - start)
                 last_save = time.time()
             if timed_out:
-                log(f"stopped at step {step} ({minutes} min budget); the same command resumes")
+                log(f"stopped at step {step} after {minutes} min; the same command resumes")
                 return out
     return export(out, out / "checkpoint", model=model, log=log)
+
+
+def _train_step(model, optimizer, batch: dict, lr: float, recipe: Recipe) -> torch.Tensor:
+    """One AdamW step on the answers' cross-entropy (bfloat16 autocast, float32 master weights)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    model.train()
+    device_type = batch["input_ids"].device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=recipe.bf16_autocast):
+        loss = model(**batch).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], recipe.grad_clip)
+    optimizer.step()
+    return loss
 
 
 def export(run_dir, out_dir, model=None, log=print, load_language_model=None) -> Path:
