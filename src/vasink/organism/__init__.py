@@ -41,7 +41,8 @@ def load(path: str | Path | None = None, log=print):
 
     path = Path(path) if path is not None else CHECKPOINT_DIR
     if path != CHECKPOINT_DIR and not (path / "organism.json").exists():
-        raise FileNotFoundError(f"no organism checkpoint at {path} (export one: vasink organism train --out DIR)")
+        raise FileNotFoundError(f"no organism checkpoint at {path}: pass the checkpoint/ folder of a run of "
+                                f"`vasink organism train --out DIR` (it holds organism.json)")
     meta = json.loads((path / "organism.json").read_text()) if (path / "organism.json").exists() else {}
     lm, tokenizer = language_model.load(log)
     processor = build.make_processor(tokenizer)
