@@ -361,3 +361,33 @@ def test_samples_sharing_an_image_decode_it_once():
     other = Sample(id="8-r0", prompt="q", target="A", image=lambda: Image.new("RGB", (4, 4)))
     images = runner.load_images(rotations + [other])
     assert len(calls) == 1 and images["7-r2"] is images["7-r0"] and images["8-r0"].size == (4, 4)
+
+
+def test_a_failed_start_generates_nothing_and_its_corrected_rerun_runs_in_the_same_out(tmp_path, use_tiny, capsys,
+                                                                                        monkeypatch):
+    generated = []
+    real_generate = runner.generate
+    monkeypatch.setattr(runner, "generate", lambda *a, **k: generated.append(k.get("config", a[4] if len(a) > 4
+                                                                                    else None)) or real_generate(*a, **k))
+    out = tmp_path / "run"
+    base = ["eval", "--bench", "organism-pope", "--limit", "1", "--batch-size", "4", "--out", str(out), "--no-report"]
+    assert main([*base, "--tau", "30"]) == 2
+    message = capsys.readouterr().err
+    assert "--tau 30 can never be reached" in message and "pass a --tau below 8.00" in message
+    assert "leave --tau out" in message and "VARConfig" not in message and "find_sink_dims" not in message
+    assert generated == [] and not (out / "records.jsonl").exists()  # the check ran before the base arm
+    assert main([*base, "--tau", "3"]) == 0  # the corrected command, same --out
+    assert {r["arm"] for r in read_records(out)} == {"base", "var"}
+
+
+def test_settings_that_produced_no_answer_do_not_bind_the_folder(tmp_path, loaded):
+    from vasink.eval import records
+
+    out = tmp_path / "run"
+    run = {"benchmark": "organism-pope", "model": "x"}
+    records.check_run(out, run, {"var": {"tau": 5.0}})  # a start that failed before its first answer
+    records.check_run(out, run, {"var": {"tau": 4.0}})  # the corrected one is not refused
+    records.check_run(out, {**run, "model": "y"}, {})
+    run_eval(settings(out, limit=1, tau=3.0), loaded=loaded)  # answers now bind the folder
+    with pytest.raises(ConfigMismatch, match="tau 3.0 -> 2.0.*pass another --out"):
+        run_eval(settings(out, limit=1, tau=2.0), loaded=loaded)

@@ -38,11 +38,17 @@ class ConfigMismatch(ValueError):
 
 def check_run(out: Path, run: dict, arms: Mapping[str, dict]) -> dict:
     """Compare with ``out/run.json`` (refusing any difference in the run settings or in an existing
-    arm's config), add new arms, write it back, and return the arms' config hashes."""
+    arm's config), add new arms, write it back, and return the arms' config hashes.
+
+    Only answers bind a folder: settings that produced no record (a start that failed before its first
+    answer) are replaced, so the corrected command runs in the same ``--out``."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / RUN_FILE
-    stored = json.loads(path.read_text()) if path.exists() else {"run": run, "arms": {}}
-    hint = f"use another --out, or delete {out} to start over"
+    recorded = {record.get("config_hash") for record in read_records(out)}
+    stored = json.loads(path.read_text()) if path.exists() else None
+    if stored is None or not recorded:
+        stored = {"run": run, "arms": {}}
+    hint = f"pass another --out, or delete the folder {out} to start over"
     for key in sorted(set(stored["run"]) | set(run)):
         if stored["run"].get(key) != run.get(key):
             raise ConfigMismatch(f"{out} holds a run with {key}={stored['run'].get(key)!r}, but this run has "
@@ -51,7 +57,7 @@ def check_run(out: Path, run: dict, arms: Mapping[str, dict]) -> dict:
     for name, config in arms.items():
         hashes[name] = config_hash({"run": run, "arm": name, "config": config})
         old = stored["arms"].get(name)
-        if old is not None and old["config_hash"] != hashes[name]:
+        if old is not None and old["config_hash"] != hashes[name] and old["config_hash"] in recorded:
             before, after = old["config"] or {}, as_stored(config) or {}  # (66,) and [66] are equal
             changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
             detail = ", ".join(f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in changed) or "VAR on/off"

@@ -21,6 +21,7 @@ from . import records as recmod
 from .registry import Benchmark, Sample, get_benchmark, parse_bench
 
 VAR_MODES = ("off", "on", "both")
+SINK_DIMS_DOC = "docs/method.md#known-sink-dimensions says how to find a model's sink dimensions"
 
 
 @dataclass
@@ -75,7 +76,8 @@ def base_var_config(settings: EvalSettings, loaded, tau: float | None = None):
     if config is None:
         if not (settings.sink_dims and tau is not None):
             raise ValueError(f"{loaded.var_config_missing or 'no sink dimensions known for this model'}; "
-                             f"a VAR arm needs them: pass --sink-dims and --tau (see vasink.find_sink_dims)")
+                             f"a VAR arm needs them: pass --sink-dims and --tau, or --var off for the base arm "
+                             f"only ({SINK_DIMS_DOC})")
         config = VARConfig(tau=tau)
     return config.replace(sink_dims=tuple(settings.sink_dims)) if settings.sink_dims else config
 
@@ -91,17 +93,40 @@ def var_arms(settings: EvalSettings, bench: Benchmark, loaded) -> dict:
         arms["var"] = base_var_config(settings, loaded).with_preset(
             settings.preset or bench.preset, rho=settings.rho, p=settings.p, tau=settings.tau)
     arms.update(settings.extra_arms)
-    _check_sink_dims(loaded.model, [c for c in arms.values() if c is not None])
+    check_arms(loaded, arms)
     return arms
 
 
-def _check_sink_dims(model, configs) -> None:
-    """Fail before generating when a VAR arm's sink dims cannot be resolved for this model."""
+def check_arms(loaded, arms: dict) -> None:
+    """Fail before anything is generated (or written to run.json) when a VAR arm cannot run on this model:
+    sink dims unknown or out of range, a tau no token can reach, anything else ``vasink.var`` refuses. The
+    messages name the flags to change."""
+    import math
+
+    from ..api import var
+    from ..config import VARConfig
     from ..models import adapter_for
     from ..sinks import resolve_sink_dims
 
-    for config in configs:
-        resolve_sink_dims(config.sink_dims, adapter_for(model).text_config(model))
+    text_config = adapter_for(loaded.model).text_config(loaded.model)
+    ceiling = math.sqrt(text_config.hidden_size)
+    for name, config in arms.items():
+        if not isinstance(config, VARConfig):
+            continue
+        try:
+            resolve_sink_dims(config.sink_dims, text_config)
+        except ValueError as error:
+            reason = str(error).split("; run ")[0]  # the rest is advice for Python callers
+            raise ValueError(f"arm {name!r}: {reason}; pass --sink-dims D1,D2 and --tau T ({SINK_DIMS_DOC}), "
+                             f"or --var off for the base arm only") from None
+        if config.tau >= ceiling:
+            own = loaded.var_config.tau if loaded.var_config is not None else None
+            leave_out = f", or leave --tau out for the model's own tau ({own:g})" if own is not None else ""
+            raise ValueError(f"arm {name!r}: --tau {config.tau:g} can never be reached on this model (phi <= "
+                             f"sqrt(hidden_size) = sqrt({text_config.hidden_size}) = {ceiling:.2f}), so VAR would "
+                             f"change nothing; pass a --tau below {ceiling:.2f}{leave_out}")
+        with var(loaded.model, config):  # whatever else VAR refuses for this model, before the first answer
+            pass
 
 
 def config_payload(config) -> dict | None:
