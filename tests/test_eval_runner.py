@@ -391,3 +391,42 @@ def test_settings_that_produced_no_answer_do_not_bind_the_folder(tmp_path, loade
     run_eval(settings(out, limit=1, tau=3.0), loaded=loaded)  # answers now bind the folder
     with pytest.raises(ConfigMismatch, match="tau 3.0 -> 2.0.*pass another --out"):
         run_eval(settings(out, limit=1, tau=2.0), loaded=loaded)
+
+
+def test_a_second_writer_into_the_same_out_is_refused_and_a_killed_holder_does_not_block(tmp_path, loaded, capsys,
+                                                                                           monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import textwrap
+
+    from vasink.eval.records import RunInProgress, writer_lock
+
+    out = tmp_path / "run"
+    run_eval(settings(out, limit=1), loaded=loaded)
+    kept = (out / "records.jsonl").read_text()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from vasink.eval.records import writer_lock
+        with writer_lock(Path({str(out / "records.jsonl")!r})):
+            print("locked", flush=True)
+            time.sleep(120)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunInProgress, match=f"process {holder.pid} on .*pass another --out"):
+            run_eval(settings(out, limit=2), loaded=loaded)
+        monkeypatch.setattr(loading, "load_model", lambda *a, **k: loaded)
+        assert main(["eval", "--bench", "organism-pope", "--limit", "2", "--out", str(out), "--no-report"]) == 2
+        assert f"process {holder.pid}" in capsys.readouterr().err
+        assert (out / "records.jsonl").read_text() == kept  # the refused writer wrote nothing
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # killed while holding the lock: its lock file stays behind
+        holder.wait()
+    assert (out / "records.jsonl.lock").read_text().startswith(f"process {holder.pid}")
+    run_eval(settings(out, limit=2), loaded=loaded)  # ... and does not block the next run
+    records = read_records(out)
+    assert len(records) == 2 * 6 and len({(r["id"], r["arm"]) for r in records}) == len(records)
+    with writer_lock(out / "records.jsonl"):  # another shard writes another file: not refused
+        run_eval(settings(out, limit=2, shard=(0, 2)), loaded=loaded)

@@ -8,13 +8,19 @@ One record per (sample, arm), appended and flushed per batch::
 A run with ``--shard I/N`` (or under ``accelerate launch``) writes ``records.shard-I-of-N.jsonl``; an
 unsharded run writes ``records.jsonl``. Readers merge every ``records*.jsonl`` in the folder.
 A line cut short by a kill is dropped when the file is next opened for appending.
+
+One process writes a records file at a time (:func:`writer_lock`): a second ``vasink eval`` into the same
+``--out`` (and shard) is refused before it loads a model, so no (id, arm) is answered twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -36,6 +42,52 @@ class ConfigMismatch(ValueError):
     """The output folder holds records of a run with other settings."""
 
 
+class RunInProgress(FileExistsError):
+    """Another process is writing the same records file."""
+
+
+@contextlib.contextmanager
+def writer_lock(records: Path):
+    """Hold ``<records file>.lock`` while a run writes ``records``; a second writer gets :class:`RunInProgress`.
+
+    The lock is the OS's (``flock``), not the file's existence: it is released when its process ends, killed
+    or not, so a lock file left behind never blocks a later run. The file holds the writer's PID and host,
+    for the message."""
+    records.parent.mkdir(parents=True, exist_ok=True)
+    path = records.with_name(records.name + ".lock")
+    with _locked(path, blocking=False) as handle:
+        if handle is None:
+            holder = path.read_text(errors="replace").strip() or "another process"
+            raise RunInProgress(f"{records.parent} is being written by another vasink run ({holder}); wait for it to "
+                                f"finish or stop it, or pass another --out (two writers would answer the same "
+                                f"samples twice). If that process is gone, run the command again")
+        handle.truncate(0)
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        yield
+
+
+@contextlib.contextmanager
+def _locked(path: Path, blocking: bool):
+    """``path`` opened and locked for this process (None when ``blocking`` is False and another holds it)."""
+    with path.open("a+") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            import msvcrt
+
+            lock = lambda: msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK if blocking else msvcrt.LK_NBLCK, 1)  # noqa: E731
+        else:
+            lock = lambda: fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))  # noqa: E731
+        try:
+            lock()
+        except OSError:  # BlockingIOError, or msvcrt's PermissionError
+            yield None
+            return
+        handle.seek(0)
+        yield handle  # released when the file closes
+
+
 def check_run(out: Path, run: dict, arms: Mapping[str, dict]) -> dict:
     """Compare with ``out/run.json`` (refusing any difference in the run settings or in an existing
     arm's config), add new arms, write it back, and return the arms' config hashes.
@@ -43,9 +95,15 @@ def check_run(out: Path, run: dict, arms: Mapping[str, dict]) -> dict:
     Only answers bind a folder: settings that produced no record (a start that failed before its first
     answer) are replaced, so the corrected command runs in the same ``--out``."""
     out.mkdir(parents=True, exist_ok=True)
+    with _locked(out / (RUN_FILE + ".lock"), blocking=True):  # shards of one run update it side by side
+        return _check_run(out, run, arms)
+
+
+def _check_run(out: Path, run: dict, arms: Mapping[str, dict]) -> dict:
     path = out / RUN_FILE
     recorded = {record.get("config_hash") for record in read_records(out)}
-    stored = json.loads(path.read_text()) if path.exists() else None
+    original = path.read_text() if path.exists() else None
+    stored = json.loads(original) if original is not None else None
     if stored is None or not recorded:
         stored = {"run": run, "arms": {}}
     hint = f"pass another --out, or delete the folder {out} to start over"
@@ -63,8 +121,11 @@ def check_run(out: Path, run: dict, arms: Mapping[str, dict]) -> dict:
             detail = ", ".join(f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in changed) or "VAR on/off"
             raise ConfigMismatch(f"{out} holds arm {name!r} run with another VAR config (differs in {detail}); {hint}")
         stored["arms"][name] = {"config": config, "config_hash": hashes[name]}
+    text = json.dumps(stored, indent=2, sort_keys=True)
+    if text == original:
+        return hashes
     temporary = path.with_suffix(f".tmp{os.getpid()}")
-    temporary.write_text(json.dumps(stored, indent=2, sort_keys=True))
+    temporary.write_text(text)
     temporary.replace(path)
     return hashes
 
