@@ -61,6 +61,7 @@ CASES = [
     ("attention --p 3 --out {dir}/o", "--p 3"),
     ("ablate --base-records {dir} --out {dir}/o", "--base-records"),
     ("sinks --image {dir} --question what --out {dir}/o", "this is a folder"),
+    ("sinks --question what\udce9colour --out {dir}/o", "--question: not valid UTF-8 text (byte e9"),
 ]
 if cuda_missing():  # only testable where torch has no GPU
     CASES += [("eval --bench organism-pope --device cuda --out {dir}/o", "--device cuda"),
@@ -115,6 +116,16 @@ def test_ctrl_c_is_one_line_that_says_whether_the_same_command_resumes(line, res
     assert code == 130
     message = assert_one_line(code, capsys.readouterr().err, "interrupted")
     assert ("run the same command again to resume" in message) == resumable
+
+
+def test_a_hub_benchmark_without_datasets_names_the_eval_extra(paths, capsys, monkeypatch):
+    from vasink.eval import loading
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as in the quick start's environment: `import datasets` fails
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    code = main(["eval", "--bench", "pope", "--limit", "1", "--out", str(paths["dir"] / "o")])
+    line = assert_one_line(code, capsys.readouterr().err, 'pip install -e ".[eval]"')
+    assert "lmms-lab/POPE" in line and "pip install datasets" in line and "--data" in line
 
 
 def test_help_and_version_exit_zero(capsys):

@@ -50,6 +50,10 @@ def run(args) -> int:
     except USER_ERRORS as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         return fail(message)
+    except ImportError as error:
+        if type(error).__name__ == "MissingExtra":  # vasink.eval.data: an optional extra, with its pip line
+            return fail(error)
+        raise
     except OSError as error:
         if type(error).__name__ == "UnidentifiedImageError":  # PIL: "cannot identify image file 'x'"
             return fail(f"{error} (an empty or corrupt image file)")
@@ -77,6 +81,8 @@ def preflight(args) -> None:
     if getattr(args, "device", None):
         check_device(args.device)
     check_var_values(args)
+    if getattr(args, "question", None) is not None:
+        check_text("--question", args.question)
     base_records = getattr(args, "base_records", None)
     if base_records is not None and not (Path(base_records) / "run.json").is_file():
         raise UsageError(f"--base-records {base_records}: no run.json there (not a vasink eval output folder)")
@@ -104,6 +110,17 @@ def check_out(out: str, folder: bool = True) -> None:
             if not os.access(above, os.W_OK):
                 raise UsageError(f"--out {out}: {above} is not writable")
             break
+
+
+def check_text(flag: str, text: str) -> None:
+    """Text from the command line must be valid UTF-8: Python keeps undecodable bytes as lone surrogates,
+    which the tokenizer rejects with a TypeError deep inside ``transformers``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raw = text[error.start:error.end].encode("utf-8", "surrogateescape")
+        raise UsageError(f"{flag}: not valid UTF-8 text (byte {raw.hex(' ')} at character {error.start + 1} of "
+                         f"{text.encode('utf-8', 'surrogateescape')!r}); type it again in a UTF-8 terminal") from None
 
 
 def check_var_values(args) -> None:

@@ -29,6 +29,13 @@ class DatasetRowError(ValueError):
     """A dataset row lacks a field or holds a value of the wrong kind."""
 
 
+class MissingExtra(ImportError):
+    """A package of one of vasink's optional extras is not installed; the message says how to install it."""
+
+
+EVAL_EXTRA = 'pip install -e ".[eval]" in the vasink clone (or pip install datasets)'
+
+
 class MissingImagesError(FileNotFoundError):
     """Image files named by the dataset do not exist."""
 
@@ -205,7 +212,8 @@ def _local_rows(path: Path, images: Path) -> list[Row]:
         try:
             import pyarrow.parquet as pq
         except ImportError:  # pragma: no cover - comes with `datasets`
-            raise ImportError("reading .parquet needs pyarrow: pip install 'vasink[eval]'") from None
+            raise MissingExtra(f"{source}: reading .parquet needs pyarrow, which comes with the eval extra: "
+                               f"{EVAL_EXTRA}") from None
         records = list(enumerate(pq.read_table(path).to_pylist()))
     else:
         raise ValueError(f"{source}: unsupported file type (use {', '.join(TABLE_SUFFIXES)})")
@@ -217,11 +225,12 @@ def _local_rows(path: Path, images: Path) -> list[Row]:
     return rows
 
 
-def _datasets():
+def _datasets(what: str = "a hub dataset"):
     try:
         import datasets
     except ImportError:
-        raise ImportError("loading hub datasets needs `datasets`: pip install 'vasink[eval]'") from None
+        raise MissingExtra(f"loading {what} needs the package `datasets` (vasink's eval extra), which is not "
+                           f"installed: {EVAL_EXTRA}; or pass --data with a local question file") from None
     return datasets
 
 
@@ -230,7 +239,7 @@ class HubDatasetError(ValueError):
 
 
 def load_hub(dataset_id: str, config: str | None, split: str):
-    datasets = _datasets()
+    datasets = _datasets(f"the hub dataset {dataset_id!r}")
     try:
         return datasets.load_dataset(dataset_id, config, split=split)
     except Exception as error:  # datasets raises many kinds; each means the same to the user
@@ -244,7 +253,7 @@ def load_hub(dataset_id: str, config: str | None, split: str):
 
 
 def _load_from_disk(path: Path, split: str):
-    loaded = _datasets().load_from_disk(str(path))
+    loaded = _datasets(f"the saved dataset {path}").load_from_disk(str(path))
     return loaded[split] if hasattr(loaded, "keys") else loaded
 
 
