@@ -143,9 +143,9 @@ def test_sweep_reuses_the_base_arm(tmp_path, loaded, monkeypatch):
     arms_generated = []
     real_generate = runner.generate
 
-    def counting(loaded_, images, prompts, max_new_tokens, config=None):
+    def counting(loaded_, images, prompts, max_new_tokens, config=None, **kw):
         arms_generated.append(None if config is None else (config.rho, config.p))
-        return real_generate(loaded_, images, prompts, max_new_tokens, config)
+        return real_generate(loaded_, images, prompts, max_new_tokens, config, **kw)
     monkeypatch.setattr(runner, "generate", counting)
     summary = run_sweep(settings(out, limit=2), rhos=[0.5, 0.8], ps=[0.6], taus=[None], loaded=loaded)
     assert None not in arms_generated and sorted(set(arms_generated)) == [(0.5, 0.6), (0.8, 0.6)]
@@ -162,9 +162,9 @@ def test_sweep_after_an_eval_keeps_its_samples_and_reuses_its_var_arm(tmp_path, 
     arms_generated = []
     real_generate = runner.generate
 
-    def counting(loaded_, images, prompts, max_new_tokens, config=None):
+    def counting(loaded_, images, prompts, max_new_tokens, config=None, **kw):
         arms_generated.append(None if config is None else config.rho)
-        return real_generate(loaded_, images, prompts, max_new_tokens, config)
+        return real_generate(loaded_, images, prompts, max_new_tokens, config, **kw)
     monkeypatch.setattr(runner, "generate", counting)
     said = []
     summary = run_sweep(settings(out, limit=None), rhos=[0.5, 0.8], ps=[None], taus=[None], loaded=loaded,
@@ -275,7 +275,7 @@ def test_shard_from_the_command_line_and_from_accelerate(monkeypatch, tmp_path):
 
 
 def test_report_lists_changed_answers_and_counts_discordant_pairs(tmp_path, loaded, monkeypatch):
-    def scripted(loaded_, images, prompts, max_new_tokens, config=None):  # VAR says "no" to circles only
+    def scripted(loaded_, images, prompts, max_new_tokens, config=None, **kw):  # VAR says "no" to circles only
         return ["no" if config is not None and "circle" in p else "yes" for p in prompts]
     monkeypatch.setattr(runner, "generate", scripted)
     out = tmp_path / "run"

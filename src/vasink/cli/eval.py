@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 
 from ..config import PRESETS
-from .flags import non_negative_int_list, positive_int
+from .flags import non_negative_int, non_negative_int_list, positive_int
+
+ARM_NAMES = "base, var, pai, vaf, vcd"  # vasink.eval.arms.known_methods(), without importing it for --help
 
 
 # command -> its one-line help (vasink --help lists these without building the parsers)
 COMMANDS = {
-    "eval": "evaluate a model on a benchmark, VAR off and on",
+    "eval": "evaluate a model on a benchmark: base and VAR, or any arms (--arms base,var,pai,vaf,vcd)",
     "report": "merge a run's record files and write report.md/.json/.png",
-    "sweep": "VAR over a rho/p/tau grid, reusing one base arm",
+    "sweep": "a method's parameters over a grid (VAR: rho/p/tau), reusing one base arm",
     "score": "score an answers file made elsewhere",
 }
 
@@ -30,11 +32,22 @@ def _add_run_arguments(parser, var_flags: bool = True) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="VAR preset (default: the benchmark's)")
     if var_flags:
-        parser.add_argument("--var", choices=("off", "on", "both"), default="both",
+        parser.add_argument("--var", choices=("off", "on", "both"), default=None,
                             help="arms to run: base only, VAR only, or both on the same prompts (default)")
+        parser.add_argument("--arms", default=None,
+                            help=f"comma-separated arms to run on the same prompts, any of {ARM_NAMES} "
+                                 f"(default base,var); the report compares each with base and pairwise")
         parser.add_argument("--rho", type=float, default=None, help="override the preset's rho")
         parser.add_argument("--p", type=float, default=None, help="fraction of sink attention moved")
         parser.add_argument("--tau", type=float, default=None, help="sink threshold on phi")
+    parser.add_argument("--set", action="append", default=[], metavar="ARM.FIELD=VALUE",
+                        help="a method's parameter, e.g. pai.alpha=0.5 or vaf.layers=9,10 (repeatable)")
+    parser.add_argument("--decoding", choices=("greedy", "sample", "official"), default="greedy",
+                        help="greedy for every arm (default); sample: every arm samples (temperature 1, top_p 1) "
+                             "at the same seeds; official: each arm its method's own (VCD samples)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="sampled arms: seeds each sample's generator (with its id and the run)")
+    parser.add_argument("--runs", type=positive_int, default=1, help="sampled arms: answers per sample (default 1)")
     parser.add_argument("--sink-dims", type=non_negative_int_list, default=None,
                         help="comma-separated sink dimensions (default: the model's known ones; see find_sink_dims)")
     parser.add_argument("--limit", type=positive_int, default=None, help="first N samples of each subset")
@@ -63,6 +76,9 @@ def add_commands(commands) -> None:
     sweep.add_argument("--rho", default=None, help="comma-separated rho values (default: the preset's)")
     sweep.add_argument("--p", default=None, help="comma-separated p values (default: the model's)")
     sweep.add_argument("--tau", default=None, help="comma-separated tau values (default: the model's)")
+    sweep.add_argument("--method", default="var", help=f"the method to sweep, one of {ARM_NAMES} (default var)")
+    sweep.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
+                       help="a config field of --method and its values, e.g. alpha=0.2,0.5 (repeatable)")
     sweep.set_defaults(func=run_sweep_command)
 
     score = commands.add_parser("score", help=COMMANDS["score"])
@@ -77,12 +93,14 @@ def add_commands(commands) -> None:
 
 
 def _settings(args, **extra):
+    from ..eval.arms import parse_sets
     from ..eval.runner import EvalSettings, parse_shard
 
     sink_dims = tuple(args.sink_dims) if args.sink_dims else None
     return EvalSettings(bench=args.bench, model=args.model, preset=args.preset, limit=args.limit, sink_dims=sink_dims,
                         batch_size=args.batch_size, data=args.data, images=args.images, out=args.out,
-                        shard=parse_shard(args.shard), device=args.device, **extra)
+                        shard=parse_shard(args.shard), device=args.device, params=parse_sets(args.set),
+                        decoding=args.decoding, seed=args.seed, runs=args.runs, **extra)
 
 
 def _finish(args, summary) -> int:
@@ -94,7 +112,7 @@ def _finish(args, summary) -> int:
         report = build_report(summary["out"], resamples=args.resamples)
         for arm, comparison in report["comparisons"].items():
             for name, row in comparison["scopes"]["overall"]["metrics"].items():
-                low, high = row["ci95"]
+                low, high = row["ci"]
                 print(f"  {name}: base {row['base']:.4g}  {arm} {row['arm']:.4g}  delta {row['delta']:+.4g} "
                       f"[{low:+.3g}, {high:+.3g}]")
         print(f"report: {summary['out'] / 'report.md'}")
@@ -102,16 +120,29 @@ def _finish(args, summary) -> int:
 
 
 def run_eval_command(args) -> int:
+    from ..eval.arms import parse_arms
     from ..eval.runner import run_eval
 
-    return _finish(args, run_eval(_settings(args, var=args.var, rho=args.rho, p=args.p, tau=args.tau)))
+    if args.arms is not None and args.var is not None:
+        raise ValueError(f"--var {args.var} and --arms {args.arms} both choose the arms; pass one (--arms base,var is "
+                         f"--var both)")
+    arms = parse_arms(args.arms) if args.arms is not None else None
+    return _finish(args, run_eval(_settings(args, var=args.var or "both", arms=arms, rho=args.rho, p=args.p,
+                                            tau=args.tau)))
 
 
 def run_sweep_command(args) -> int:
-    from ..eval.sweep import parse_grid, run_sweep
+    from ..eval.arms import get_method
+    from ..eval.sweep import parse_grid, parse_grids, run_sweep
 
+    get_method(args.method)
+    if args.method != "var" and any(v is not None for v in (args.rho, args.p, args.tau)):
+        raise ValueError(f"--rho, --p and --tau sweep VAR; for --method {args.method} pass --grid FIELD=V1,V2")
+    grid = parse_grids(args.grid)
+    if args.method != "var" and not grid:
+        raise ValueError(f"--method {args.method}: name the grid with --grid FIELD=V1,V2 (e.g. alpha=0.2,0.5)")
     summary = run_sweep(_settings(args), parse_grid(args.rho, None, "--rho"), parse_grid(args.p, None, "--p"),
-                        parse_grid(args.tau, None, "--tau"))
+                        parse_grid(args.tau, None, "--tau"), method=args.method, grid=grid)
     return _finish(args, summary)
 
 

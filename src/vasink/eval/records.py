@@ -88,18 +88,22 @@ def _locked(path: Path, blocking: bool):
         yield handle  # released when the file closes
 
 
-def check_run(out: Path, run: dict, arms: Mapping[str, dict]) -> dict:
+def check_run(out: Path, run: dict, arms: Mapping[str, dict],
+              decodings: Mapping[str, dict | None] | None = None) -> dict:
     """Compare with ``out/run.json`` (refusing any difference in the run settings or in an existing
-    arm's config), add new arms, write it back, and return the arms' config hashes.
+    arm's config or decoding), add new arms, write it back, and return the arms' config hashes.
+
+    ``decodings``: arm -> its decoding when it samples (None: greedy). Its ``runs`` is kept but not hashed, so
+    a larger ``--runs`` extends the same arm as a larger ``--limit`` does.
 
     Only answers bind a folder: settings that produced no record (a start that failed before its first
     answer) are replaced, so the corrected command runs in the same ``--out``."""
     out.mkdir(parents=True, exist_ok=True)
     with _locked(out / (RUN_FILE + ".lock"), blocking=True):  # shards of one run update it side by side
-        return _check_run(out, run, arms)
+        return _check_run(out, run, arms, decodings)
 
 
-def _check_run(out: Path, run: dict, arms: Mapping[str, dict]) -> dict:
+def _check_run(out: Path, run: dict, arms: Mapping[str, dict], decodings: Mapping[str, dict | None] | None) -> dict:
     path = out / RUN_FILE
     recorded = {record.get("config_hash") for record in read_records(out)}
     original = path.read_text() if path.exists() else None
@@ -113,14 +117,24 @@ def _check_run(out: Path, run: dict, arms: Mapping[str, dict]) -> dict:
                                  f"{key}={run.get(key)!r}; results would mix ({hint})")
     hashes = {}
     for name, config in arms.items():
-        hashes[name] = config_hash({"run": run, "arm": name, "config": config})
+        decoding = (decodings or {}).get(name)
+        hashed = {"run": run, "arm": name, "config": config}
+        if decoding is not None:  # greedy arms hash as they did before arms had decodings
+            hashed["decoding"] = {k: v for k, v in decoding.items() if k != "runs"}
+        hashes[name] = config_hash(hashed)
         old = stored["arms"].get(name)
         if old is not None and old["config_hash"] != hashes[name] and old["config_hash"] in recorded:
             before, after = old["config"] or {}, as_stored(config) or {}  # (66,) and [66] are equal
             changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-            detail = ", ".join(f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in changed) or "VAR on/off"
-            raise ConfigMismatch(f"{out} holds arm {name!r} run with another VAR config (differs in {detail}); {hint}")
+            detail = ", ".join(f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in changed)
+            if not detail and old.get("decoding") != as_stored(decoding):
+                detail = f"decoding {old.get('decoding') or 'greedy'} -> {decoding or 'greedy'}"
+            what = "VAR config" if not (config or {}).get("method") else f"{config['method']} config"
+            raise ConfigMismatch(f"{out} holds arm {name!r} run with another {what} (differs in "
+                                 f"{detail or 'on/off'}); {hint}")
         stored["arms"][name] = {"config": config, "config_hash": hashes[name]}
+        if decoding is not None:
+            stored["arms"][name]["decoding"] = decoding
     text = json.dumps(stored, indent=2, sort_keys=True)
     if text == original:
         return hashes

@@ -1,11 +1,13 @@
-"""``vasink eval``: generate answers for base and VAR arms on the same prompts, batched, resumable.
+"""``vasink eval``: generate answers for every arm (base, VAR, its peers) on the same prompts, batched, resumable.
 
     from vasink.eval import EvalSettings, run_eval
-    run_eval(EvalSettings(bench="organism-pope", limit=100, out="runs/pope"))
+    run_eval(EvalSettings(bench="organism-pope", limit=100, out="runs/pope"))               # base and var
+    run_eval(EvalSettings(bench="organism-pope", arms=("base", "var", "pai", "vaf", "vcd")))
 
-Each batch is generated once per arm (greedy, left padding), scored, appended to the records file and
-flushed, so a killed run loses at most the batch in flight; running the same command again skips what
-is done. A changed config in the same output folder is refused (:mod:`vasink.eval.records`).
+Each batch is generated once per arm (and per run of a sampled arm; left padding), scored, appended to the
+records file and flushed, so a killed run loses at most the batch in flight; running the same command
+again skips what is done. A changed config in the same output folder is refused
+(:mod:`vasink.eval.records`). Arms and decodings: :mod:`vasink.eval.arms`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from . import data as datamod
 from . import records as recmod
+from .arms import GREEDY, Arm, Decoding, build_arms, decoding_for, get_method, method_of, row_seed
 from .registry import Benchmark, Sample, get_benchmark, parse_bench
 
 VAR_MODES = ("off", "on", "both")
@@ -28,7 +31,12 @@ SINK_DIMS_DOC = "docs/method.md#known-sink-dimensions says how to find a model's
 class EvalSettings:
     bench: str  # "NAME" or "NAME:SUBSET"
     model: str = "organism"
-    var: str = "both"  # off | on | both
+    var: str = "both"  # off | on | both (the arms base / var / base,var when ``arms`` is None)
+    arms: tuple[str, ...] | None = None  # e.g. ("base", "var", "pai", "vaf", "vcd"); see vasink.eval.arms
+    params: dict = field(default_factory=dict)  # arm -> {config field: value} (--set ARM.FIELD=VALUE)
+    decoding: str = "greedy"  # greedy | sample (every arm) | official (each arm its method's own)
+    seed: int = 0  # sampled arms: with the sample id and the run, seeds each row's generator
+    runs: int = 1  # sampled arms: answers per sample
     preset: str | None = None  # VAR preset; default: the benchmark's (general / hallucination / vision-centric)
     rho: float | None = None
     p: float | None = None
@@ -42,7 +50,7 @@ class EvalSettings:
     shard: tuple[int, int] | None = None  # (index, count); default: from accelerate's RANK / WORLD_SIZE
     device: str | None = None
     progress: bool = True
-    extra_arms: dict = field(default_factory=dict)  # name -> VARConfig (vasink sweep)
+    extra_arms: dict = field(default_factory=dict)  # name -> a method's config (vasink sweep)
 
     def output_dir(self) -> Path:
         return Path(self.out) if self.out else Path("vasink-eval") / self.bench.replace(":", "-")
@@ -82,18 +90,23 @@ def base_var_config(settings: EvalSettings, loaded, tau: float | None = None):
     return config.replace(sink_dims=tuple(settings.sink_dims)) if settings.sink_dims else config
 
 
-def var_arms(settings: EvalSettings, bench: Benchmark, loaded) -> dict:
-    """Arm name -> VARConfig (None for the base arm)."""
+def arm_names(settings: EvalSettings) -> tuple[str, ...]:
+    """``settings.arms``, or the arms ``--var`` names."""
+    if settings.arms is not None:
+        return tuple(settings.arms)
     if settings.var not in VAR_MODES:
         raise ValueError(f"--var must be one of {VAR_MODES}, got {settings.var!r}")
-    arms: dict = {}
-    if settings.var in ("off", "both"):
-        arms["base"] = None
-    if settings.var in ("on", "both"):
-        arms["var"] = base_var_config(settings, loaded).with_preset(
-            settings.preset or bench.preset, rho=settings.rho, p=settings.p, tau=settings.tau)
-    arms.update(settings.extra_arms)
-    check_arms(loaded, arms)
+    return {"off": ("base",), "on": ("var",), "both": ("base", "var")}[settings.var]
+
+
+def var_arms(settings: EvalSettings, bench: Benchmark, loaded) -> dict[str, Arm]:
+    """Arm name -> :class:`~vasink.eval.arms.Arm` (method, config, decoding), checked on the model."""
+    arms = build_arms(settings, bench, loaded, arm_names(settings), settings.params)
+    for name, config in settings.extra_arms.items():
+        method = method_of(config)
+        arms[name] = Arm(name, method, config,
+                         decoding_for(get_method(method), settings.decoding, settings.seed, settings.runs))
+    check_arms(loaded, {name: arm.config for name, arm in arms.items()})
     return arms
 
 
@@ -150,7 +163,7 @@ def run_description(settings: EvalSettings, bench: Benchmark, subset, model_name
     """What a run's folder is for (run.json): a folder holding another run is refused."""
     return {"benchmark": bench.name, "subset": subset, "model": model_name,
             "data": settings.data or bench.default_data or "built-in", "max_new_tokens": bench.max_new_tokens,
-            "decoding": "greedy", "prompt_suffix": bench.prompt_suffix}
+            "decoding": settings.decoding, "prompt_suffix": bench.prompt_suffix}
 
 
 def run_eval(settings: EvalSettings, loaded=None, after_batch: Callable[[int], None] | None = None,
@@ -170,30 +183,35 @@ def run_eval(settings: EvalSettings, loaded=None, after_batch: Callable[[int], N
         recmod.check_run(out, run, {})  # refuse another run's folder before spending minutes on loading a model
         loaded = loaded or load_model(settings.model, settings.device)
         arms = var_arms(settings, bench, loaded)
-        hashes = recmod.check_run(out, run, {arm: config_payload(c) for arm, c in arms.items()})
+        hashes = recmod.check_run(out, run, {name: arm.payload() for name, arm in arms.items()},
+                                  {name: arm.decoding.payload() for name, arm in arms.items()})
         done = set()
         for record in recmod.read_records(out):
             if record.get("arm") in hashes and record.get("config_hash") == hashes[record["arm"]]:
-                done.add((record["id"], record["arm"]))
-        pending = [s for s in samples if any((s.id, arm) not in done for arm in arms)]
-        todo_count = sum((s.id, arm) not in done for s in pending for arm in arms)
+                done.add((record["id"], record["arm"], record.get("run", 0)))
+        answers_due = [(arm, run) for arm in arms.values() for run in range(arm.decoding.runs)]
+        pending = [s for s in samples if any((s.id, arm.name, run) not in done for arm, run in answers_due)]
+        todo_count = sum((s.id, arm.name, run) not in done for s in pending for arm, run in answers_due)
         generated = 0
         with recmod.RecordWriter(path) as writer, _progress(settings, bench, todo_count) as bar:
             for batch_index, start in enumerate(range(0, len(pending), settings.batch_size)):
                 batch = pending[start:start + settings.batch_size]
                 images = load_images(batch)
-                for arm, config in arms.items():
-                    todo = [s for s in batch if (s.id, arm) not in done]
+                for arm, run in answers_due:
+                    todo = [s for s in batch if (s.id, arm.name, run) not in done]
                     if not todo:
                         continue
+                    seeds = [row_seed(arm.decoding.seed, s.id, run) for s in todo] if arm.decoding.sample else None
                     answers = generate(loaded, [images[s.id] for s in todo], [s.prompt for s in todo],
-                                       bench.max_new_tokens, config)
-                    writer.write_batch(make_record(bench, s, arm, a, hashes[arm]) for s, a in zip(todo, answers))
+                                       bench.max_new_tokens, arm.config, decoding=arm.decoding, seeds=seeds)
+                    run_field = run if arm.decoding.sample else None
+                    writer.write_batch(make_record(bench, s, arm.name, a, hashes[arm.name], run_field)
+                                       for s, a in zip(todo, answers))
                     generated += len(todo)
                     bar.update(len(todo))
                 if after_batch is not None:
                     after_batch(batch_index)
-    return {"out": out, "generated": generated, "skipped": len(samples) * len(arms) - todo_count,
+    return {"out": out, "generated": generated, "skipped": len(samples) * len(answers_due) - todo_count,
             "records_file": path}
 
 
@@ -223,23 +241,34 @@ def _progress(settings: EvalSettings, bench: Benchmark, total: int):
     return tqdm(total=total, desc=f"{bench.name}", unit="sample", disable=not settings.progress, dynamic_ncols=True)
 
 
-def generate(loaded, images, prompts, max_new_tokens: int, config=None) -> list[str]:
-    """Greedy answers for one left-padded batch, with VAR on when ``config`` is given."""
+def generate(loaded, images, prompts, max_new_tokens: int, config=None, decoding: Decoding = GREEDY,
+             seeds: list[int] | None = None) -> list[str]:
+    """Answers for one left-padded batch, with ``config``'s method on (VAR, PAI, VAF, VCD: anything
+    ``vasink.var`` takes) when it is given; a sampling ``decoding`` draws row i from a generator seeded
+    ``seeds[i]`` (:class:`~vasink.eval.arms.SeededSampler`)."""
     import contextlib
 
     from ..api import var
     from ..generation import generate_answers
     from ..organism import build_inputs
+    from .arms import SeededSampler
 
     inputs = build_inputs(loaded.processor, images, list(prompts)).to(loaded.device)
+    extra = {}
+    if decoding.sample:
+        if seeds is None or len(seeds) != len(prompts):
+            raise ValueError("a sampling decoding needs one seed per prompt")
+        extra["logits_processor"] = [SeededSampler(decoding, seeds)]
     with var(loaded.model, config) if config is not None else contextlib.nullcontext():
-        return generate_answers(loaded.model, loaded.processor, inputs, max_new_tokens)
+        return generate_answers(loaded.model, loaded.processor, inputs, max_new_tokens, **extra)
 
 
-def make_record(bench: Benchmark, sample: Sample, arm: str, answer: str, config_hash: str) -> dict:
+def make_record(bench: Benchmark, sample: Sample, arm: str, answer: str, config_hash: str,
+                run: int | None = None) -> dict:
     meta = {**sample.meta, "question": sample.question}
     score = bench.score(sample.target, answer, meta)
     return {"id": sample.id, "arm": arm, "subset": sample.subset, "image_id": sample.image_id,
             "question": sample.question, "target": sample.target, "prompt_hash": sample.prompt_hash,
             "raw": answer, "parsed": score.parsed, "correct": score.correct,
-            "stats": {k: float(v) for k, v in score.stats.items()}, "config_hash": config_hash}
+            "stats": {k: float(v) for k, v in score.stats.items()}, "config_hash": config_hash,
+            **({"run": run} if run is not None else {})}

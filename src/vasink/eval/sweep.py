@@ -1,8 +1,12 @@
-"""``vasink sweep``: VAR over a grid of rho / p / tau on one benchmark, sharing one base arm.
+"""``vasink sweep``: a method over a grid of its parameters on one benchmark, sharing one base arm.
+
+    vasink sweep --bench pope --rho 0.5,0.8                        # VAR (the default method)
+    vasink sweep --bench pope --method pai --grid alpha=0.2,0.5 --grid gamma=1,1.1
 
 The base arm's records are written once (or found from an earlier eval/sweep in the same folder) and
-reused by every grid point; each point is an arm named ``var-rho<R>-p<P>-tau<T>``, or the name of an arm of
-the folder that already has the same VAR config (an eval's ``var``), whose records are then reused.
+reused by every grid point; each point is an arm named ``var-rho<R>-p<P>-tau<T>`` (VAR) or
+``<method>-<field><value>...`` (the swept fields of another method), or the name of an arm of the folder
+that already has the same config (an eval's ``var`` or ``pai``), whose records are then reused.
 
 Without ``--limit``, a sweep in a folder that already holds base answers runs on those samples only (the
 eval before it chose them); ``--limit N`` sets the samples as in ``vasink eval``.
@@ -33,12 +37,26 @@ def parse_grid(text: str | None, default: float | None, flag: str = "a sweep gri
     return values
 
 
-def run_sweep(settings: EvalSettings, rhos: Sequence[float | None], ps: Sequence[float | None],
-              taus: Sequence[float | None], loaded=None, echo=print) -> dict:
-    """Evaluate base + every (rho, p, tau) point; returns run_eval's summary."""
+def parse_grids(items) -> dict[str, list]:
+    """["alpha=0.2,0.5", "gamma=1.1"] -> {"alpha": [0.2, 0.5], "gamma": [1.1]} (--grid FIELD=V1,V2)."""
+    grid: dict[str, list] = {}
+    for item in items or ():
+        name, sep, values = item.partition("=")
+        if not (sep and name.strip()):
+            raise ValueError(f"--grid takes FIELD=V1,V2 (e.g. alpha=0.2,0.5), got {item!r}")
+        grid[name.strip()] = parse_grid(values, None, f"--grid {name.strip()}")
+    return grid
+
+
+def run_sweep(settings: EvalSettings, rhos: Sequence[float | None] = (None,), ps: Sequence[float | None] = (None,),
+              taus: Sequence[float | None] = (None,), loaded=None, echo=print, method: str = "var",
+              grid: dict[str, list] | None = None) -> dict:
+    """Evaluate base + every point of the grid (VAR: rho x p x tau x ``grid``; another method: ``grid``
+    over its config's fields, from ``settings.params[method]``); returns run_eval's summary."""
     from . import records
+    from .arms import Arm, get_method
     from .loading import load_model
-    from .runner import base_var_config, config_payload, run_description
+    from .runner import run_description
 
     prepared = prepare(settings)  # fail on data / images / judge before loading the model
     bench, subset, samples, shard = prepared
@@ -53,17 +71,37 @@ def run_sweep(settings: EvalSettings, rhos: Sequence[float | None], ps: Sequence
     if loaded is None:  # and on another run's folder
         records.check_run(out, run_description(settings, bench, subset, settings.model), {})
         loaded = load_model(settings.model, settings.device)
-    base = base_var_config(settings, loaded, tau=taus[0]).with_preset(settings.preset or bench.preset)
+    grid = dict(grid or {})
+    chosen = get_method(method)
+    fixed = dict(settings.params.get(method, {}))
+    if method == "var":  # rho, p, tau: the VAR flags; tau also picks the sink threshold of the base config
+        grid = {"rho": list(rhos), "p": list(ps), "tau": list(taus), **grid}
     existing = _existing_arms(out)
     arms = {}
-    for rho, p, tau in itertools.product(rhos, ps, taus):
-        config = base.with_preset(None, rho=rho, p=p, tau=tau)
-        payload = records.as_stored(config_payload(config))
-        name = next((arm for arm, stored in existing.items() if stored == payload),
-                    arm_name(config.rho, config.p, config.tau))
-        arms[name] = config
-    sweep_settings = EvalSettings(**{**settings.__dict__, "var": "off", "extra_arms": arms})
+    for point in itertools.product(*grid.values()):
+        values = {k: v for k, v in zip(grid, point) if v is not None}
+        config = chosen.build(settings, bench, loaded, {**fixed, **values})
+        if config is None:
+            raise ValueError(f"--method {method}: a method without parameters has nothing to sweep")
+        payload = records.as_stored(Arm("", method, config).payload())
+        name = next((arm for arm, stored in existing.items() if stored == payload), None)
+        arms[name or point_name(method, config, grid)] = config
+    sweep_settings = EvalSettings(**{**settings.__dict__, "arms": ("base",), "params": {}, "extra_arms": arms})
     return run_eval(sweep_settings, loaded=loaded, prepared=prepared)
+
+
+def point_name(method: str, config, grid: dict) -> str:
+    """A grid point's arm name: VAR's ``var-rho<R>-p<P>-tau<T>``, else the method and its swept fields."""
+    if method == "var":
+        extra = [k for k in grid if k not in ("rho", "p", "tau")]
+        return arm_name(config.rho, config.p, config.tau) + "".join(f"-{k}{_short(getattr(config, k))}" for k in extra)
+    return method + "".join(f"-{k}{_short(getattr(config, k))}" for k in grid)
+
+
+def _short(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return "_".join(_short(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _existing_arms(out) -> dict:
