@@ -17,6 +17,9 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "VARConfig": "config",
+    "PAIConfig": "peers.config",
+    "VAFConfig": "peers.config",
+    "VCDConfig": "peers.config",
     "VARHandle": "api",
     "enable": "api",
     "disable": "api",
@@ -33,7 +36,7 @@ _EXPORTS = {
     "supported_model_classes": "models",
     "UnsupportedModelError": "models",
 }
-_SUBPACKAGES = ("analysis", "eval", "organism", "models", "scoring", "cli")
+_SUBPACKAGES = ("analysis", "eval", "organism", "models", "scoring", "cli", "peers")
 
 __all__ = list(_EXPORTS)
 
@@ -41,6 +44,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .api import VARHandle, detect_sinks, disable, enable, var
     from .config import VARConfig
     from .discovery import SinkDims, find_sink_dims
+    from .peers.config import PAIConfig, VAFConfig, VCDConfig
     from .models import ModelAdapter, UnsupportedModelError, register_adapter, supported_model_classes
     from .redistribute import redistribute
     from .sinks import LayerSinks, SinkReport, sink_dimension_value

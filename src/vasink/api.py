@@ -19,6 +19,7 @@ from torch import nn
 
 from . import attention
 from .config import VARConfig
+from .peers.config import PEER_CONFIGS
 from .models import adapter_for
 from .sinks import LayerSinks, SinkReport, resolve_sink_dims, unreachable_tau
 from .state import VARState, install_hooks
@@ -118,11 +119,14 @@ def unwrap_compiled(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def enable(model: nn.Module, config: VARConfig | None = None, *, intervention=None) -> VARHandle:
+def enable(model: nn.Module, config: VARConfig | None = None, *, intervention=None):
     """Switch VAR on for ``model`` (enabling again replaces the config); returns the handle.
 
     A config VAR cannot run with is a ValueError and leaves the model as it was: sink dims out of range or
     unknown for the model, or a tau no token can exceed (phi <= sqrt(hidden_size); see ``find_sink_dims``).
+
+    ``config`` may also be one of VAR's peers, ``vasink.PAIConfig``, ``vasink.VAFConfig`` or ``vasink.VCDConfig``
+    (docs/peers.md): the handle is then a ``PeerHandle``, and the method replaces whatever was on.
 
     ``intervention`` (analysis): a rule ``(weights, plan, config, layer) -> weights`` applied on the reference
     path in place of VAR, in the layers and on the rows VAR would consider (see ``vasink.analysis``).
@@ -130,8 +134,25 @@ def enable(model: nn.Module, config: VARConfig | None = None, *, intervention=No
     config = config if config is not None else VARConfig()
     model = unwrap_compiled(model)
     existing = getattr(model, HANDLE_ATTR, None)
-    if existing is not None and existing.active:
+    existing = existing if existing is not None and existing.active else None
+    if isinstance(config, PEER_CONFIGS):
+        from .peers.handle import PeerHandle
+
+        if intervention is not None:
+            raise ValueError(f"intervention is VAR's analysis rule; {type(config).__name__} takes none")
+        handle = PeerHandle(model, config, HANDLE_ATTR)  # checks the config; the model is not changed yet
+        if existing is not None:
+            existing.disable()
+        return handle.attach()
+    if isinstance(existing, VARHandle):
         return existing.reconfigure(config, intervention)
+    if existing is not None:  # a peer method is on: VAR replaces it (and a bad VAR config puts it back)
+        existing.disable()
+        try:
+            return VARHandle(model, config, intervention)
+        except Exception:
+            enable(model, existing.config)
+            raise
     return VARHandle(model, config, intervention)
 
 
@@ -144,7 +165,8 @@ def disable(model: nn.Module) -> None:
 
 @contextmanager
 def var(model: nn.Module, config: VARConfig | None = None, *, intervention=None) -> Iterator[VARHandle]:
-    """``with vasink.var(model, config): ...`` runs the block with VAR on and restores the model after."""
+    """``with vasink.var(model, config): ...`` runs the block with VAR (or the peer method ``config`` names) on
+    and restores the model after."""
     previous = getattr(unwrap_compiled(model), HANDLE_ATTR, None)
     restore = (previous.config, previous.intervention) if previous is not None and previous.active else None
     handle = enable(model, config, intervention=intervention)
@@ -154,7 +176,7 @@ def var(model: nn.Module, config: VARConfig | None = None, *, intervention=None)
         if not handle.active:
             pass  # the block switched VAR off itself: leave it off
         elif restore is not None:
-            handle.reconfigure(*restore)
+            enable(model, restore[0], intervention=restore[1])
         else:
             handle.disable()
 
