@@ -55,7 +55,8 @@ def build_inputs(processor, image, prompt: str, device=None):
 
 
 def open_image(path: str | Path):
-    from PIL import Image
+    """A user's image file as 8-bit RGB, upright (EXIF orientation) and transparency on white (vasink.images)."""
+    from ..images import load_image
 
     path = Path(path).expanduser()
     if path.is_dir():
@@ -64,8 +65,9 @@ def open_image(path: str | Path):
         raise FileNotFoundError(f"image file {str(path)!r} not found: pass --image with the path of an existing "
                                 "image file (PNG, JPEG ...)")
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return load_image(path, photo=True)
+    except PermissionError:
+        raise PermissionError(f"--image {path}: no permission to read this file") from None
     except OSError as error:  # PIL's UnidentifiedImageError, a truncated file
         raise ValueError(f"--image {path}: not a readable image ({type(error).__name__}: an empty or corrupt "
                          f"file, or a format PIL cannot open)") from None

@@ -15,7 +15,6 @@ Sources (``--data``):
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -124,10 +123,9 @@ class Row:
 
 
 def _image_from_bytes(data: bytes):
-    from PIL import Image
+    from ..images import load_image
 
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
+    return load_image(data, photo=False)
 
 
 class Table:

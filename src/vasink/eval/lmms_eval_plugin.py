@@ -13,6 +13,8 @@ from __future__ import annotations
 from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
 
+from ..images import to_rgb
+
 MODEL_ID = "vasink"
 DEFAULT_MAX_NEW_TOKENS = 128
 
@@ -57,7 +59,7 @@ class VasinkLMM(lmms):
                 if len(visuals) != 1:
                     raise ValueError(f"vasink's lmms-eval model handles one image per question; {task} doc {doc_id} "
                                      f"has {len(visuals)}")
-                images.append(visuals[0].convert("RGB"))
+                images.append(to_rgb(visuals[0], photo=False))  # as lmms-eval's own models read it
                 prompts.append(context.replace("<image>", "").strip())
                 until = gen_kwargs.get("until") or []
                 stops.append([until] if isinstance(until, str) else list(until))

@@ -58,17 +58,17 @@ class Sample:
         return Path(self.image) if isinstance(self.image, (str, Path)) else None
 
     def load_image(self):
-        from PIL import Image
+        """The image as the benchmark's official evaluation reads it (:mod:`vasink.images`, ``photo=False``)."""
+        from ..images import load_image
 
         image = self.image
         if callable(image):
             image = image()
-        if isinstance(image, (str, Path)):
-            with Image.open(image) as opened:
-                image = opened.convert("RGB")
         if image is None:
             raise ValueError(f"sample {self.id!r} has no image")
-        return image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image
+        if getattr(image, "mode", None) == "RGB":
+            return image
+        return load_image(image, photo=False)
 
 
 @dataclass

@@ -15,7 +15,6 @@ without the rotated copies gives groups of one: circular accuracy is then plain 
 from __future__ import annotations
 
 import base64
-import io
 import math
 
 from ..registry import Benchmark, Sample, ratio, register
@@ -90,9 +89,8 @@ def _mmbench_image(row):
         data = base64.b64decode(value)
 
         def load():
-            from PIL import Image
+            from ...images import load_image
 
-            with Image.open(io.BytesIO(data)) as image:
-                return image.convert("RGB")
+            return load_image(data, photo=False)
         return load
     return row.image("image")
