@@ -217,3 +217,22 @@ def test_model_folders_that_can_load_pass_the_check(tmp_path):
         check_model_spec(str(folder))
     with pytest.raises(FileNotFoundError, match="no config.json"):
         check_model_spec(str(tmp_path))
+
+
+def test_an_image_without_read_permission_is_not_called_empty_or_corrupt(paths, capsys, monkeypatch):
+    import vasink.images
+    from vasink.eval.registry import Sample
+    from vasink.eval.runner import _load_image
+
+    photo = paths["dir"] / "photo.png"
+    photo.write_bytes(b"\x89PNG")
+
+    def denied(source, **kwargs):  # chmod 000 does not stop root, who runs this suite in CI
+        raise PermissionError(13, "Permission denied", str(source))
+    monkeypatch.setattr(vasink.images, "load_image", denied)
+    code = main(["sinks", "--image", str(photo), "--question", "what", "--out", str(paths["dir"] / "o")])
+    line = assert_one_line(code, capsys.readouterr().err, "photo.png: no permission to read")
+    assert "corrupt" not in line
+    with pytest.raises(PermissionError, match="photo.png: no permission to read this image") as error:
+        _load_image(Sample(id="7", prompt="q", target="yes", image=photo))
+    assert "corrupt" not in str(error.value)

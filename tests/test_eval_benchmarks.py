@@ -85,8 +85,40 @@ def test_malformed_row_names_file_row_and_field(tmp_path):
         load("scienceqa-img", tmp_path, rows)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question_id": 1, "image": "a.jpg", "text": "q", "label": "yes"}\n{"question_id": 2,\n')
-    with pytest.raises(DatasetRowError, match=r"bad\.jsonl: row 1: not valid JSON"):
+    with pytest.raises(DatasetRowError, match=r"bad\.jsonl: line 2: not valid JSON"):  # lines from 1, as editors
         get_benchmark("pope").load(str(bad))
+    bad.write_text('{"question_id": 1, "image": "a.jpg", "text": "q", "label": "yes", "category": "random"}\n'
+                   '{"question_id": 2}\n')
+    with pytest.raises(DatasetRowError, match=r"bad\.jsonl: line 2: field"):
+        get_benchmark("pope").load(str(bad))
+
+
+def test_question_files_from_other_tools_load_or_say_what_to_do(tmp_path):
+    rows = [{"question_id": 1, "image": "a.jpg", "text": "Is there a caf\u00e9?", "label": "yes", "category": "random"},
+            {"question_id": 2, "image": "b.jpg", "text": "Is there a dog?", "label": "no", "category": "random"}]
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes("\n".join(json.dumps(r, ensure_ascii=False) for r in rows).encode("latin-1"))
+    with pytest.raises(DatasetRowError, match=r"latin\.jsonl: line 1: not UTF-8 text \(byte 0xe9.*iconv"):
+        get_benchmark("pope").load(str(latin))
+    spreadsheet = tmp_path / "pope.csv"  # as a spreadsheet saves CSV: UTF-8 with a byte-order mark
+    spreadsheet.write_bytes(("question_id,image,text,label,category\r\n"
+                             + "".join(f"{r['question_id']},{r['image']},{r['text']},{r['label']},{r['category']}\r\n"
+                                       for r in rows)).encode("utf-8-sig"))
+    samples = get_benchmark("pope").load(str(spreadsheet))
+    assert [s.source_id or s.id for s in samples] == ["1", "2"] and samples[0].question.endswith("café?")
+    spreadsheet.write_bytes(spreadsheet.read_bytes().replace(b",yes,", b",,"))
+    with pytest.raises(DatasetRowError, match=r"pope\.csv: line 2: field 'answer' should be yes or no"):
+        get_benchmark("pope").load(str(spreadsheet))
+    url = tmp_path / "url.jsonl"
+    url.write_text(json.dumps({**rows[0], "image": "https://example.org/val2014/a.jpg"}) + "\n")
+    with pytest.raises(DatasetRowError, match=r"url\.jsonl: line 1: field 'image' is a URL "
+                                              r"\(https://example\.org/val2014/a\.jpg\).*--images"):
+        get_benchmark("pope").load(str(url))
+
+
+def test_a_misspelt_benchmark_name_gets_a_suggestion():
+    with pytest.raises(ValueError, match=r"unknown benchmark 'POPE'; did you mean 'pope'"):
+        get_benchmark("POPE")
 
 
 def test_missing_images_are_listed_with_their_paths(tmp_path):

@@ -15,6 +15,7 @@ Sources (``--data``):
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -48,13 +49,15 @@ class MissingImagesError(FileNotFoundError):
 class Row:
     """One dataset row; every accessor names the file, the row and the field when something is wrong."""
 
-    def __init__(self, values: dict, source: str, index: int, images: Path | None = None, lazy_images=None):
+    def __init__(self, values: dict, source: str, index: int, images: Path | None = None, lazy_images=None,
+                 unit: str = "row"):
         self.values, self.source, self.index, self.images = values, source, index, images
         self._lazy_images = lazy_images or {}
+        self.unit = unit  # "line" (counted from 1, as editors do) for JSONL / CSV; "row" (a dataset index) else
 
     @property
     def where(self) -> str:
-        return f"{self.source}: row {self.index}"
+        return f"{self.source}: {self.unit} {self.index}"
 
     def error(self, field: str, problem: str) -> DatasetRowError:
         return DatasetRowError(f"{self.where}: field {field!r} {problem}")
@@ -118,6 +121,9 @@ class Row:
         raise self.error(names[0], f"should be an image, a path or {{'bytes', 'path'}}, got {value!r:.60}")
 
     def _path(self, name: str) -> Path:
+        if name.startswith(("http://", "https://", "ftp://")):
+            raise self.error("image", f"is a URL ({name}); vasink reads images from local files: download them "
+                                      f"and pass --images DIR (the folder the question file's image names are in)")
         path = Path(name)
         return path if path.is_absolute() or self.images is None else self.images / path
 
@@ -183,29 +189,49 @@ def is_hub_source(source: str | None) -> bool:
     return not path.exists() and path.suffix not in TABLE_SUFFIXES and not source.startswith((".", "/", "~"))
 
 
+def read_text(path: Path) -> str:
+    """A question / answer file's text: UTF-8, with or without the byte-order mark spreadsheets write; a file in
+    another encoding is an error naming the file and the line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DatasetRowError(f"{path}: line {line}: not UTF-8 text (byte {data[error.start]:#04x}; a Latin-1 or "
+                              f"Windows file?): save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path} > "
+                              f"{Path(path).stem}.utf8{Path(path).suffix}") from None
+
+
+def jsonl_records(path: Path) -> list[tuple[int, Any]]:
+    """(line number from 1, value) for every non-empty line of a JSONL file."""
+    records = []
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((number, json.loads(line)))
+        except json.JSONDecodeError as error:
+            raise DatasetRowError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
+    return records
+
+
 def _local_rows(path: Path, images: Path) -> list[Row]:
     source = str(path)
+    unit = "row"
     if path.suffix == ".jsonl":
-        records = []
-        for i, line in enumerate(path.read_text().splitlines()):
-            if not line.strip():
-                continue
-            try:
-                records.append((i, json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise DatasetRowError(f"{source}: row {i}: not valid JSON ({error.msg})") from None
+        records, unit = jsonl_records(path), "line"
     elif path.suffix == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as error:
             raise DatasetRowError(f"{source}: not valid JSON ({error})") from None
         if isinstance(data, dict):  # {"id": {...}, ...} (MM-Vet's mm-vet.json)
             data = [{"question_id": key, **value} for key, value in data.items()]
         records = list(enumerate(data))
     elif path.suffix in (".csv", ".tsv"):
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
-            records = list(enumerate(reader))
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""),
+                                delimiter="\t" if path.suffix == ".tsv" else ",")
+        records, unit = [(reader.line_num, row) for row in reader], "line"
     elif path.suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
@@ -218,8 +244,8 @@ def _local_rows(path: Path, images: Path) -> list[Row]:
     rows = []
     for i, record in records:
         if not isinstance(record, dict):
-            raise DatasetRowError(f"{source}: row {i}: expected an object with fields, got {type(record).__name__}")
-        rows.append(Row(record, source, i, images))
+            raise DatasetRowError(f"{source}: {unit} {i}: expected an object with fields, got {type(record).__name__}")
+        rows.append(Row(record, source, i, images, unit=unit))
     return rows
 
 

@@ -217,7 +217,9 @@ def known_benchmarks() -> list[str]:
 
 
 def _did_you_mean(name: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    """Close matches, compared in lower case (``POPE`` -> ``pope``)."""
+    lowered = {k.lower(): k for k in known}
+    close = [lowered[k] for k in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.5)]
     return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
 
 

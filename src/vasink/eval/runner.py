@@ -229,6 +229,9 @@ def load_images(samples: list[Sample]) -> dict:
 def _load_image(sample: Sample):
     try:
         return sample.load_image()
+    except PermissionError:
+        raise PermissionError(f"{sample.image_path()}: no permission to read this image (sample {sample.id!r}); "
+                              f"the answers written so far are kept") from None
     except OSError as error:  # PIL's UnidentifiedImageError, a truncated file
         where = sample.image_path() or f"the image of sample {sample.id!r}"
         raise ValueError(f"{where}: not a readable image ({type(error).__name__}: empty or corrupt file; sample "

@@ -11,11 +11,10 @@ several arms and no arm chosen is refused, and so is an id answered twice, so no
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
-from .data import DatasetRowError
+from .data import DatasetRowError, jsonl_records
 from .registry import get_benchmark, parse_bench
 from .report import arm_metrics
 from .runner import make_record
@@ -24,16 +23,11 @@ from .runner import make_record
 def read_answers(path: Path) -> list[tuple[dict, str]]:
     """(answer line, answer text) per line of a JSONL answers file."""
     out = []
-    for i, line in enumerate(Path(path).read_text().splitlines()):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DatasetRowError(f"{path}: row {i}: not valid JSON ({error.msg})") from None
-        text = next((row[k] for k in ("text", "raw", "answer", "prediction") if k in row), None)
-        if not ("question_id" in row or "id" in row) or not isinstance(text, str):
-            raise DatasetRowError(f"{path}: row {i}: field 'question_id' (or 'id') and a text field 'text' "
+    for i, row in jsonl_records(Path(path)):  # i: the line number, from 1
+        text = next((row[k] for k in ("text", "raw", "answer", "prediction") if k in row), None) \
+            if isinstance(row, dict) else None
+        if not isinstance(text, str) or not ("question_id" in row or "id" in row):
+            raise DatasetRowError(f"{path}: line {i}: field 'question_id' (or 'id') and a text field 'text' "
                                   f"(or 'raw', 'answer', 'prediction') are needed")
         out.append((row, text))
     return out
