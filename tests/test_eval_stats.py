@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vasink.eval.records import RecordWriter, read_records
-from vasink.eval.stats import mcnemar_exact, paired_bootstrap
+from vasink.stats import mcnemar_exact, paired_bootstrap
 
 
 def test_mcnemar_exact_by_hand():
@@ -62,3 +62,28 @@ def test_record_writer_cuts_a_partial_line_and_readers_skip_it(tmp_path):
         writer.write_batch([{"id": "c"}])
     assert [r["id"] for r in read_records(tmp_path)] == ["a", "c"]
     assert path.read_text().count("\n") == 2
+
+
+def test_the_shipped_model_takes_its_statistics_from_below_the_harness():
+    """organism/ (the shipped model and its measurement) imports nothing from eval/: the statistics both use
+    live in vasink.stats; vasink.eval.stats still names them for older imports."""
+    import ast
+    from pathlib import Path
+
+    import vasink
+    import vasink.eval.stats
+    import vasink.stats
+
+    package = Path(vasink.__file__).parent
+    for path in sorted((package / "organism").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                assert not (name.startswith("vasink.eval") or name.lstrip(".").startswith("eval")), \
+                    f"{path.relative_to(package)}:{node.lineno} imports {name}"
+    assert vasink.eval.stats.paired_bootstrap is vasink.stats.paired_bootstrap

@@ -33,7 +33,7 @@ import torch
 
 from ..attention import var_rule
 from ..config import VARConfig
-from ..eval.stats import paired_bootstrap
+from ..stats import paired_bootstrap
 from ..redistribute import redistribute
 
 TINY = torch.finfo(torch.float32).tiny

@@ -171,7 +171,7 @@ def _normalize(answer_text: str) -> str:
 
 def compare(base: dict, other: dict, resamples: int = 1000) -> dict:
     """Per family: accuracy with VAR off and on and eval's 95 % paired bootstrap interval of the change."""
-    from vasink.eval.stats import paired_bootstrap
+    from vasink.stats import paired_bootstrap
 
     out = {}
     for family, entry in base.items():
