@@ -105,6 +105,13 @@ class Method:
             fields = ", ".join(f.name for f in dataclasses.fields(cls))
             raise ValueError(f"--set {self.name}.*: {error}; {cls.__name__} has {fields}") from None
 
+    def switched_on(self, model, config, run: int = 0, sample_ids=()):
+        """The context in which ``model`` generates with ``config`` on (``run`` and ``sample_ids``: which
+        answers of the arm the batch gives, for a method that draws random numbers of its own)."""
+        from ..api import var
+
+        return var(model, config)
+
     def config_type(self):
         import vasink
 
@@ -146,6 +153,15 @@ def method_of(config) -> str:
         if method.config_class and type(config).__name__ == method.config_class:
             return name
     raise TypeError(f"no eval method takes a {type(config).__name__}")
+
+
+def switched_on(model, config, run: int = 0, sample_ids=()):
+    """``config``'s method on for ``model`` (a no-op context for None)."""
+    import contextlib
+
+    if config is None:
+        return contextlib.nullcontext()
+    return get_method(method_of(config)).switched_on(model, config, run, sample_ids)
 
 
 @register_method("base")
@@ -192,6 +208,19 @@ class VCD(Method):
     about = "VCD, Leng et al. CVPR 2024: contrast against the same prompt with a diffusion-noised image"
     official = PLAIN_SAMPLING  # the scripts sample: temperature 1, top_p 1, no top-k
     config_class = "VCDConfig"
+
+    def build(self, settings, bench, loaded, params):
+        """VCD's noise seed defaults to ``--seed``, so that an eval's noised images are repeatable."""
+        return super().build(settings, bench, loaded, {"seed": settings.seed, **params})
+
+    def switched_on(self, model, config, run: int = 0, sample_ids=()):
+        """The noise of a batch is drawn from a generator seeded by (the config's seed, the batch's first sample,
+        the run): each run of a sampled arm sees other noise, and batches do not repeat one noise draw."""
+        from ..api import var
+
+        if config.seed is not None and sample_ids:
+            config = config.replace(seed=row_seed(config.seed, f"vcd-noise\0{sample_ids[0]}", run))
+        return var(model, config)
 
 
 def parse_arms(text: str | None) -> tuple[str, ...]:

@@ -176,7 +176,7 @@ def build_report(out: str | Path, resamples: int = 1000, seed: int = 0, write: b
     if resamples < 1:
         raise ValueError(f"--resamples must be at least 1 (bootstrap resamples of the 95% CI), got {resamples}")
     run, bench, by_arm = load_run(out)
-    by_arm = {arm: runs for arm, runs in by_arm.items() if runs and runs[0]}
+    by_arm = {arm: by_arm[arm] for arm in sorted(by_arm, key=_arm_order) if by_arm[arm] and by_arm[arm][0]}
     if not by_arm:
         raise ValueError(f"{out}: no records yet")
     report = {"run": run["run"], "arms": {a: run["arms"][a]["config"] for a in by_arm},
@@ -202,6 +202,12 @@ def build_report(out: str | Path, resamples: int = 1000, seed: int = 0, write: b
         (out / "report.md").write_text(render_markdown(report))
         plot(report, out / "report.png")
     return report
+
+
+def _arm_order(arm: str) -> tuple:
+    """base, var, the peers as ``vasink eval --arms`` lists them, then the rest (sweep points) by name."""
+    leading = ("base", "var", "pai", "vaf", "vcd")
+    return (leading.index(arm), "") if arm in leading else (len(leading), arm)
 
 
 def _json_default(value):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import data as datamod
 from . import records as recmod
-from .arms import GREEDY, Arm, Decoding, build_arms, decoding_for, get_method, method_of, row_seed
+from .arms import GREEDY, Arm, Decoding, build_arms, decoding_for, get_method, method_of, row_seed, switched_on
 from .registry import Benchmark, Sample, get_benchmark, parse_bench
 
 VAR_MODES = ("off", "on", "both")
@@ -107,6 +107,13 @@ def var_arms(settings: EvalSettings, bench: Benchmark, loaded) -> dict[str, Arm]
         arms[name] = Arm(name, method, config,
                          decoding_for(get_method(method), settings.decoding, settings.seed, settings.runs))
     check_arms(loaded, {name: arm.config for name, arm in arms.items()})
+    for name, arm in arms.items():  # what another method refuses for this model, before the first answer
+        if arm.method not in ("base", "var"):
+            try:
+                with switched_on(loaded.model, arm.config):
+                    pass
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"arm {name!r}: {error}") from None
     return arms
 
 
@@ -203,7 +210,8 @@ def run_eval(settings: EvalSettings, loaded=None, after_batch: Callable[[int], N
                         continue
                     seeds = [row_seed(arm.decoding.seed, s.id, run) for s in todo] if arm.decoding.sample else None
                     answers = generate(loaded, [images[s.id] for s in todo], [s.prompt for s in todo],
-                                       bench.max_new_tokens, arm.config, decoding=arm.decoding, seeds=seeds)
+                                       bench.max_new_tokens, arm.config, decoding=arm.decoding, seeds=seeds,
+                                       run=run, sample_ids=[s.id for s in todo])
                     run_field = run if arm.decoding.sample else None
                     writer.write_batch(make_record(bench, s, arm.name, a, hashes[arm.name], run_field)
                                        for s, a in zip(todo, answers))
@@ -245,16 +253,13 @@ def _progress(settings: EvalSettings, bench: Benchmark, total: int):
 
 
 def generate(loaded, images, prompts, max_new_tokens: int, config=None, decoding: Decoding = GREEDY,
-             seeds: list[int] | None = None) -> list[str]:
-    """Answers for one left-padded batch, with ``config``'s method on (VAR, PAI, VAF, VCD: anything
-    ``vasink.var`` takes) when it is given; a sampling ``decoding`` draws row i from a generator seeded
+             seeds: list[int] | None = None, run: int = 0, sample_ids=()) -> list[str]:
+    """Answers for one left-padded batch, with ``config``'s method on (VAR, PAI, VAF, VCD, a registered
+    method's config) when it is given; a sampling ``decoding`` draws row i from a generator seeded
     ``seeds[i]`` (:class:`~vasink.eval.arms.SeededSampler`)."""
-    import contextlib
-
-    from ..api import var
     from ..generation import generate_answers
     from ..organism import build_inputs
-    from .arms import SeededSampler
+    from .arms import SeededSampler, switched_on
 
     inputs = build_inputs(loaded.processor, images, list(prompts)).to(loaded.device)
     extra = {}
@@ -262,7 +267,7 @@ def generate(loaded, images, prompts, max_new_tokens: int, config=None, decoding
         if seeds is None or len(seeds) != len(prompts):
             raise ValueError("a sampling decoding needs one seed per prompt")
         extra["logits_processor"] = [SeededSampler(decoding, seeds)]
-    with var(loaded.model, config) if config is not None else contextlib.nullcontext():
+    with switched_on(loaded.model, config, run, sample_ids):
         return generate_answers(loaded.model, loaded.processor, inputs, max_new_tokens, **extra)
 
 
