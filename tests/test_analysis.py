@@ -409,8 +409,10 @@ def test_demo_attention_maps_have_a_colour_bar_and_say_what_they_average(tmp_pat
     before, after = torch.rand(4, 4) / 16, torch.rand(4, 4) / 16
     figures.attention_comparison_figure(image(), sinks, before, after, "q", tmp_path / "a.png")
     figures.attention_comparison_figure(image(), sinks, before, after, "q", tmp_path / "b.png", layers=[3, 4],
-                                        heads=[1])
+                                        heads=[1], after_label="VAR, all layers")
     default, chosen = seen
+    assert default.axes[2].get_title().startswith("attention, VAR on (")
+    assert chosen.axes[2].get_title().startswith("attention, VAR, all layers (")  # the demo's variant, named
     assert len(default.axes) == 4 and "attention weight" in default.axes[3].get_ylabel()  # the colour bar
     assert "mean over layers 2 to last and all heads" in default._suptitle.get_text()
     assert "mean over layers 3, 4 and head 1" in chosen._suptitle.get_text()

@@ -117,11 +117,15 @@ def test_sink_dims_are_rediscovered_as_documented(loaded):
     assert found.suggested_tau == pytest.approx(reference["suggested_tau"], abs=1.0)
 
 
-def test_demo_writes_valid_pngs(tmp_path):
+def test_demo_writes_valid_pngs(tmp_path, monkeypatch):
     from PIL import Image
 
+    from vasink.analysis import figures
     from vasink.demo import run_demo
 
+    seen = []
+    original = figures.save_figure
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path, **kw: seen.append(fig) or original(fig, path, **kw))
     lines = []
     written = run_demo(tmp_path / "demo", num_scenes=1, echo=lines.append)
     assert len(written) == 1
@@ -129,6 +133,10 @@ def test_demo_writes_valid_pngs(tmp_path):
         image.verify()
         assert image.format == "PNG"
     assert any("sink dims [507]" in line for line in lines)
+    shown = seen[0]._suptitle.get_text().split("\n")[0].split("|")[-1].split(":")[0].strip()  # "VAR on" or the variant
+    assert seen[0].axes[2].get_title().startswith(f"attention, {shown} (")  # the panel says what it shows
+    if any("VAR, all layers" in line for line in lines):
+        assert shown == "VAR, all layers"
 
 
 def test_var_reaches_the_language_model(loaded):

@@ -71,7 +71,7 @@ def run_demo(out_dir: str | Path = "vasink-demo", num_scenes: int = 4, seed: int
         after = text_to_image_attention(model, inputs, shown, var_on=True)
         title = f"{question}  truth: {truth}  |  VAR off: {base_answer}  |  {label}: {shown_answer}"
         path = attention_comparison_figure(scene.image, sinks_at, before, after, title,
-                                           out_dir / f"scene_{index:02d}.png")
+                                           out_dir / f"scene_{index:02d}.png", after_label=label)
         written.append(path)
         tqdm.write(f"[{index}] {family}: {question}\n    truth {truth!r}  {answers}"
                    f"\n    layer {layer}: text sinks at positions {text_sinks}, visual sinks (row, col) {patches}")

@@ -31,10 +31,12 @@ def averaged_over(layers=None, heads=None, query: int = -1) -> str:
 
 
 def attention_comparison_figure(image, sink_grid: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
-                                title: str, path: str | Path, *, layers=None, heads=None, query: int = -1) -> Path:
+                                title: str, path: str | Path, *, layers=None, heads=None, query: int = -1,
+                                after_label: str = "VAR on") -> Path:
     """Three panels: the image with sink patches outlined; attention before VAR; after VAR (one colour scale,
     one colour bar). ``layers``, ``heads``, ``query``: what the maps average, as passed to
-    :func:`vasink.analysis.text_to_image_attention` (None: its defaults); said under the title."""
+    :func:`vasink.analysis.text_to_image_attention` (None: its defaults); said under the title.
+    ``after_label``: what the right panel shows (the demo's "VAR, all layers" variant is not the paper's VAR)."""
     rows, cols = sink_grid.shape
     width, height = image.size
     cell_w, cell_h = width / cols, height / rows
@@ -45,7 +47,7 @@ def attention_comparison_figure(image, sink_grid: torch.Tensor, before: torch.Te
         axes[0].add_patch(Rectangle((c * cell_w, r * cell_h), cell_w, cell_h, fill=False, edgecolor="red", lw=1.5))
     axes[0].set_title(f"visual sinks ({int(sink_grid.sum())} patches)")
     artist = None
-    for ax, grid, name in ((axes[1], before, "attention, VAR off"), (axes[2], after, "attention, VAR on")):
+    for ax, grid, name in ((axes[1], before, "attention, VAR off"), (axes[2], after, f"attention, {after_label}")):
         ax.imshow(image, alpha=0.35)
         artist = ax.imshow(np.asarray(grid), cmap="magma", alpha=0.75, vmin=0, vmax=vmax,
                            extent=(0, width, height, 0), interpolation="nearest")
