@@ -31,7 +31,8 @@ def tiny_lm(tokenizer):
 
 
 def _tiny(**overrides) -> Recipe:
-    fields = dict(vision=build.VisionShape(width=16, layers=1, heads=2, mlp=32), stage1_steps=2, stage2_steps=2,
+    fields = dict(vision=build.VisionShape(width=16, layers=1, heads=2, mlp=32), pretrain_steps=2, pretrain_batch=4,
+                  stage1_steps=2, stage2_steps=2,
                   batch_size=2, max_turns=2, warmup=1, monitor_every=2, lora_rank=2, sink_dim=3, threads=1,
                   bf16_autocast=False)
     fields.update(overrides)
@@ -46,7 +47,7 @@ def test_two_stages_write_a_loadable_checkpoint_and_are_reproducible(tmp_path, t
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     losses = [[json.loads(line)["monitor"]["loss"] for line in (tmp_path / run / "log.jsonl").read_text().splitlines()
                if "monitor" in line] for run in ("a", "b")]
-    assert len(losses[0]) == 2 and losses[0] == losses[1]
+    assert len(losses[0]) == 3 and losses[0][0] is None and losses[0] == losses[1]
     lora = load_file(ckpt_a / "lora.safetensors")
     assert lora and all("language_model" in k and "lora_" in k for k in lora)
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in lora.items())  # stage 2 trained the adapter
@@ -55,7 +56,17 @@ def test_two_stages_write_a_loadable_checkpoint_and_are_reproducible(tmp_path, t
     assert (tmp_path / "a" / "state_stage1.safetensors").exists()
     records = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     monitors = [r["monitor"] for r in records if "monitor" in r]
-    assert [m["step"] for m in monitors] == [2, 4] and len(monitors[0]["layers"]) == 2
+    assert [m["step"] for m in monitors] == [0, 2, 4] and [m["stage"] for m in monitors] == [1, 1, 2]
+    assert len(monitors[0]["layers"]) == 2
+    # the emergence log's format (docs/organism.md plots it): every layer record has these fields
+    assert set(monitors[-1]["layers"][0]) == {"l", "bos", "text_med", "vis_med", "vis_p99", "vis_max", "vis_sinks",
+                                              "att_bos", "att_visual", "att_top_visual", "att_first_visual"}
+    layer = monitors[-1]["layers"][1]
+    assert layer["vis_med"] <= layer["vis_p99"] <= layer["vis_max"] and 0 <= layer["vis_sinks"] <= 1
+    assert 0 < layer["att_top_visual"] <= layer["att_visual"] <= 1 and layer["att_bos"] + layer["att_visual"] <= 1 + 1e-4
+    stage0 = [r for r in records if r.get("stage") == 0]
+    assert stage0[-1]["step"] == 2 and {"shape", "colour", "count", "presence", "contrast"} <= set(stage0[-1])
+    assert {"count_acc", "object_patch_shape_acc", "token_norm_max_over_median"} <= set(stage0[-1]["held_out"])
 
 
 def test_export_loads_with_the_adapter_folded_in(tmp_path, tiny_lm, monkeypatch):
@@ -97,9 +108,90 @@ def test_the_state_file_holds_no_pickle(tmp_path, tiny_lm):
     assert any(k.startswith("optimizer/") and k.endswith("exp_avg") for k in state)
 
 
+def test_stage_0_resumes_bit_for_bit_and_its_tower_goes_on(tmp_path, tiny_lm):
+    from vasink.organism import pretrain
+
+    run, messages = tmp_path / "run", []
+    recipe = _tiny(pretrain_steps=3, stage1_steps=1, stage2_steps=0)
+    train(run, seed=0, recipe=recipe, minutes=0.0, log=messages.append, load_language_model=tiny_lm)
+    assert any("stopped in stage 0" in m for m in messages) and not (run / pretrain.TOWER_FILE).exists()
+    train(run, seed=0, recipe=recipe, log=messages.append, load_language_model=tiny_lm)
+    assert any("stage 0 resumed at step 1" in m for m in messages)
+    train(tmp_path / "straight", seed=0, recipe=recipe, log=lambda _: None, load_language_model=tiny_lm)
+    a, b = load_file(run / pretrain.TOWER_FILE), load_file(tmp_path / "straight" / pretrain.TOWER_FILE)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    fresh = pretrain.make_tower(recipe.vision, seed=0).state_dict()
+    assert any(not torch.equal(fresh[k], a[k]) for k in a)  # stage 0 trained it
+    # stages 1-2 start from that tower and keep it frozen (freeze_tower): the export holds it unchanged
+    vision = load_file(run / "checkpoint" / "vision.safetensors")
+    assert all(torch.equal(vision["model.vision_tower." + k], v) for k, v in a.items())
+
+
+def test_patch_labels_mark_the_patches_an_object_box_covers():
+    from vasink.organism import pretrain, scenes
+
+    obj = scenes.SceneObject("star", "red", (8, 8, 20, 30))  # covers patch columns 1 (8 px) and 2 (4 px of 8)
+    scene = scenes.Scene(image=None, objects=[obj])
+    shape, colour = pretrain.patch_labels(scene)
+    grid = shape.reshape(8, 8)
+    star = 1 + scenes.SHAPES.index("star")
+    # rows 1-2 fully, row 3 by 6 px (>= 1/4 of the patch); column 1 fully, column 2 by 4 px x 8 = 32 px (1/2)
+    assert grid[1:4, 1:3].tolist() == [[star, star]] * 3
+    assert grid.sum() == star * 6 and (colour.reshape(8, 8)[1:4, 1:3] == 1 + list(scenes.COLORS).index("red")).all()
+    # a sliver of 1 px x 8 px = 8 px (< 16) does not count
+    edge = scenes.Scene(image=None, objects=[scenes.SceneObject("bar", "blue", (15, 0, 24, 8))])
+    assert pretrain.patch_labels(edge)[0].reshape(8, 8)[0].tolist() == [0, 0, 1 + scenes.SHAPES.index("bar")] + [0] * 5
+
+
 def test_export_of_a_stopped_run(tmp_path, tiny_lm):
     run = tmp_path / "run"
-    train(run, seed=0, recipe=_tiny(stage1_steps=50), minutes=0.0, log=lambda _: None, load_language_model=tiny_lm)
+    train(run, seed=0, recipe=_tiny(pretrain_steps=0, stage1_steps=50), minutes=0.0, log=lambda _: None,
+          load_language_model=tiny_lm)
     out = export(run, tmp_path / "export", log=lambda _: None, load_language_model=tiny_lm)
     assert (out / "vision.safetensors").exists() and not (out / "lora.safetensors").exists()
     assert json.loads((out / "organism.json").read_text())["lora"] is None
+
+
+def _fake_log(folder, n_layers=30):
+    folder.mkdir(parents=True)
+    lines = [json.dumps({"stage": 0, "step": s, "loss": 1.0, "held_out": {
+        "object_patch_shape_acc": s / 10, "count_acc": 0.5, "caption_retrieval_acc": 0.2,
+        "token_norm_max_over_median": 2.0}}) for s in (5, 10)]
+    for step, stage in ((0, 1), (50, 1), (100, 2)):
+        layers = [{"l": l, "bos": 20.0, "text_med": 12.0, "vis_med": float(l), "vis_p99": l + 1.0, "vis_max": l + 2.0,
+                   "vis_sinks": 0.01 * (l >= 20), "att_bos": 0.5, "att_visual": 0.2, "att_top_visual": 0.05,
+                   "att_first_visual": 0.01} for l in range(n_layers)]
+        lines.append(json.dumps({"monitor": {"layers": layers, "first_token_acc": 0.5, "sink_tau": 17.5,
+                                             "step": step, "stage": stage, "loss": None, "min": 0.0}}))
+    (folder / "log.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_emergence_bands_average_their_layers():
+    from vasink.organism import emergence
+
+    assert {k: (r.start, r.stop) for k, r in emergence.bands(30).items()} == {
+        "early": (2, 11), "middle": (11, 21), "late": (21, 30)}
+    monitors = [{"layers": [{"vis_med": float(l)} for l in range(30)]}]
+    series = emergence.band_series(monitors, "vis_med")
+    assert series["early"][0] == pytest.approx(6.0) and series["late"][0] == pytest.approx(25.0)
+
+
+def test_emergence_figure_is_drawn_by_its_documented_command(tmp_path):
+    from PIL import Image
+
+    from vasink.organism import emergence
+
+    a, b = _fake_log(tmp_path / "a"), _fake_log(tmp_path / "b")
+    out = tmp_path / "fig.png"
+    assert emergence.main([f"base={a}", str(b), "--out", str(out)]) == 0
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size[0] > 800
+    log = emergence.read_log(a)
+    assert [r["step"] for r in log["stage0"]] == [5, 10] and [m["step"] for m in log["monitor"]] == [0, 50, 100]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "log.jsonl").write_text('{"monitor": \n')
+    with pytest.raises(ValueError, match="line 1: not JSON"):
+        emergence.read_log(tmp_path / "bad")
+    with pytest.raises(FileNotFoundError, match="vasink organism train"):
+        emergence.read_log(tmp_path / "missing")

@@ -41,7 +41,7 @@ class VisionShape:
     """The trained part: a small CLIP vision tower (8x8-pixel patches of the 64x64 scenes) and LLaVA's
     two-layer GELU projector into SmolLM2's 576-wide embedding space."""
     width: int = 192
-    layers: int = 2
+    layers: int = 4
     heads: int = 4
     mlp: int = 768
 

@@ -213,7 +213,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="measure the organism's sinks and accuracy")
     parser.add_argument("--ckpt", default=None, help="an exported run (default: the shipped checkpoint)")
     parser.add_argument("--scenes", type=int, default=64)
-    parser.add_argument("--accuracy-scenes", type=int, default=100)
+    parser.add_argument("--accuracy-scenes", type=int, default=120,
+                        help="test scenes for the accuracies (default 120: at least 100 questions per family)")
     parser.add_argument("--tau", type=float, default=None, help="default: find_sink_dims' suggested tau")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -232,6 +233,8 @@ def main(argv=None) -> None:
     report["phenomenon"] = phenomenon(model, processor, config, n_scenes=args.scenes)
     base = accuracy(model, processor, n_scenes=args.accuracy_scenes)
     report["accuracy_var_off"] = {f: {k: v for k, v in e.items() if k != "correct"} for f, e in base.items()}
+    # per question, in scene order (a prefix is the first scenes' questions): tests hold a fixed sample to it
+    report["correct_var_off"] = {f: "".join(str(int(c)) for c in e["correct"]) for f, e in base.items()}
     report["var"] = {}
     variants = {name: config.with_preset(name) for name in PRESETS}
     variants["general, all layers"] = config.with_preset("general").replace(skip_layers_without_visual_sink=False)

@@ -3,9 +3,12 @@
     >>> from vasink.organism.train import train
     >>> train("runs/organism")            # the shipped recipe (defaults); resumes if the folder has a state
 
-Stage 1 (LLaVA's alignment stage): the language model is frozen; the vision tower and the projector learn
-to answer the scenes' questions (loss on the answers only). Stage 2: the language model adapts too, through
-LoRA adapters (``peft``) on its attention and MLP projections, so that what ships stays small.
+Stage 0 (:mod:`.pretrain`): the vision tower learns the scenes on its own, without the language model
+(CLIP-style contrast with the scenes' descriptions, dense patch labels, counts), as LLaVA starts from a
+pretrained CLIP. Stage 1 (LLaVA's alignment stage): the language model and the tower are frozen; the
+projector learns to answer the scenes' questions (loss on the answers only). Stage 2: the language model
+adapts too, through LoRA adapters (``peft``) on its attention and MLP projections, so that what ships stays
+small; the projector keeps learning.
 
 Nothing here targets activations or attention: the loss is next-token cross-entropy on the answers. The
 visual tokens' phi on SmolLM2's sink dimension and the attention they draw are only *measured*
@@ -18,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -28,7 +30,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import build, data, language_model, scenes
+from . import build, data, language_model, pretrain, scenes
+from .state_file import read_state as _read_state, save_state as _save
 
 LORA_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
@@ -36,24 +39,28 @@ LORA_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.
 @dataclass
 class Recipe:
     vision: build.VisionShape = field(default_factory=build.VisionShape)
-    stage1_steps: int = 250        # frozen LM: vision tower + projector
-    stage2_steps: int = 250        # + LoRA on the LM
+    pretrain_steps: int = 2500     # stage 0: the tower alone (no LM), batch pretrain_batch
+    pretrain_batch: int = 64
+    pretrain_lr: float = 1e-3
+    stage1_steps: int = 100        # frozen LM: the projector (and the tower unless freeze_tower)
+    stage2_steps: int = 900        # + LoRA on the LM
+    freeze_tower: bool = True      # after stage 0 the tower stays as pretrained (LLaVA keeps CLIP frozen)
     batch_size: int = 8
     max_turns: int = 3             # questions of one scene per training sequence
-    lr: float = 1e-3               # stage 1 (vision tower + projector)
-    stage2_lr: float = 2e-4        # stage 2 (LoRA and the vision side)
-    lora_rank: int = 8
-    lora_alpha: int = 16
+    lr: float = 1e-3               # stage 1 (projector, and tower unless frozen)
+    stage2_lr: float = 2e-4        # stage 2 (LoRA and the projector)
+    lora_rank: int = 16
+    lora_alpha: int = 32
     warmup: int = 30
     min_lr_ratio: float = 0.1      # cosine decay over each stage down to lr * this
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     bf16_autocast: bool = True     # 1.5x faster on a CPU with AVX512-BF16; master weights stay float32
-    threads: int = 1               # one thread: robust on a shared 2-core machine
+    threads: int = 2
     monitor_every: int = 50
     save_every_s: float = 240.0
     sink_dim: int = 507            # SmolLM2's massive-activation dim: watched by the monitor, never trained on
-    sink_tau: float = 18.0
+    sink_tau: float = 17.5         # the monitor's visual-sink threshold on phi (find_sink_dims suggests 17.46)
 
 
 def lr_at(recipe: Recipe, step: int) -> float:
@@ -61,6 +68,10 @@ def lr_at(recipe: Recipe, step: int) -> float:
     base = recipe.stage2_lr if stage2 else recipe.lr
     s = step - recipe.stage1_steps if stage2 else step
     steps = recipe.stage2_steps if stage2 else recipe.stage1_steps
+    return _cosine(recipe, base, s, steps)
+
+
+def _cosine(recipe: Recipe, base: float, s: int, steps: int) -> float:
     if s < recipe.warmup:
         return base * (s + 1) / recipe.warmup
     frac = (s - recipe.warmup) / max(1, steps - recipe.warmup)
@@ -85,7 +96,7 @@ def add_lora(model, recipe: Recipe, seed: int = 0):
                         modules_to_save=None)
     peft_model = get_peft_model(model, config)
     for name, p in peft_model.named_parameters():
-        if "vision_tower" in name or "multi_modal_projector" in name:
+        if "multi_modal_projector" in name or ("vision_tower" in name and not recipe.freeze_tower):
             p.requires_grad_(True)
     return peft_model
 
@@ -106,7 +117,8 @@ def train(out_dir, seed: int = 0, minutes: float | None = None, recipe: Recipe |
     out.mkdir(parents=True, exist_ok=True)
     recipe_file = out / "recipe.json"
     if not resume:
-        for name in ("state.safetensors", "state_stage1.safetensors", "log.jsonl", "recipe.json"):
+        for name in ("state.safetensors", "state_stage1.safetensors", "state_pretrain.safetensors",
+                     pretrain.TOWER_FILE, "log.jsonl", "recipe.json"):
             (out / name).unlink(missing_ok=True)
     elif recipe is None and recipe_file.exists():  # a resumed run keeps the recipe it started with
         recipe = recipe_from_dict(json.loads(recipe_file.read_text())["recipe"])
@@ -119,12 +131,17 @@ def train(out_dir, seed: int = 0, minutes: float | None = None, recipe: Recipe |
         torch.set_num_threads(threads_before)
 
 
-def _build(recipe: Recipe, seed: int, log, load_language_model=None):
+def _build(recipe: Recipe, seed: int, log, load_language_model=None, tower_file: Path | None = None):
     lm, tokenizer = load_language_model() if load_language_model else language_model.load(log)
     processor = build.make_processor(tokenizer)
     model = build.assemble(lm, processor, recipe.vision, seed=seed)
+    if tower_file is not None and tower_file.exists():
+        model.model.vision_tower.load_state_dict(load_file(tower_file))
     for p in model.model.language_model.parameters():
         p.requires_grad_(False)
+    if recipe.freeze_tower and recipe.pretrain_steps > 0:
+        for p in model.model.vision_tower.parameters():
+            p.requires_grad_(False)
     return model, processor
 
 
@@ -134,7 +151,14 @@ def _optimizer(model, lr):
 
 
 def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_model, device: torch.device) -> Path:
-    model, processor = _build(recipe, seed, log, load_language_model)
+    recipe_file = out / "recipe.json"
+    recipe_file.write_text(json.dumps({"seed": seed, "recipe": dataclasses.asdict(recipe)}, indent=1))
+    this_call = time.time()  # --minutes counts from here, so the same command resumes for as long again
+    if recipe.pretrain_steps > 0 and not (out / pretrain.TOWER_FILE).exists():
+        if not pretrain.run(out, seed, recipe, log, device, deadline=_deadline(this_call, minutes)):
+            log(f"stopped in stage 0 after {minutes} min; the same command resumes")
+            return out
+    model, processor = _build(recipe, seed, log, load_language_model, out / pretrain.TOWER_FILE)
     model.to(device)
     state_file = out / "state.safetensors"
     step, elapsed = 0, 0.0
@@ -150,15 +174,16 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
                                f"it was written by another recipe: train into a new --out folder")
         optimizer.load_state_dict(saved["optimizer"])
         log(f"resumed at step {step} ({elapsed / 60:.1f} min)")
-    recipe_file = out / "recipe.json"
-    recipe_file.write_text(json.dumps({"seed": seed, "recipe": dataclasses.asdict(recipe)}, indent=1))
 
     encoder = data.Encoder(processor.tokenizer)
     monitor_scenes = scenes.sample("validation", 16, seed=seed)
     total = recipe.stage1_steps + recipe.stage2_steps
     start, last_save = time.time() - elapsed, time.time()
-    this_call = time.time()  # --minutes counts from here, so the same command resumes for as long again
     with open(out / "log.jsonl", "a") as log_file:
+        if step == 0:  # the starting point: the (pretrained) tower behind a fresh projector
+            summary = monitor(model, processor, monitor_scenes, recipe)
+            summary.update(step=0, stage=1, loss=None, min=0.0)
+            log_file.write(json.dumps({"monitor": summary}) + "\n")
         while step < total:
             if step == recipe.stage1_steps and not _has_lora(model):
                 _save(state_file, model, optimizer, step, time.time() - start)  # stage 1's result, kept aside
@@ -173,13 +198,14 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
             lr = lr_at(recipe, step)
             loss = _train_step(model, optimizer, batch, lr, recipe)
             step += 1
-            if step % 10 == 0:
+            if step == 1 or step % 10 == 0:
                 log_file.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "lr": lr,
                                            "min": round((time.time() - start) / 60, 2)}) + "\n")
                 log_file.flush()
             if step % recipe.monitor_every == 0 or step == total:
                 summary = monitor(model, processor, monitor_scenes, recipe)
-                summary.update(step=step, loss=round(loss.item(), 4), min=round((time.time() - start) / 60, 2))
+                summary.update(step=step, stage=2 if step > recipe.stage1_steps else 1, loss=round(loss.item(), 4),
+                               min=round((time.time() - start) / 60, 2))
                 log_file.write(json.dumps({"monitor": summary}) + "\n")
                 log_file.flush()
                 log(format_monitor(summary))
@@ -193,17 +219,26 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
     return export(out, out / "checkpoint", model=model, log=log)
 
 
+def _deadline(call_start: float, minutes) -> float | None:
+    return None if minutes is None else call_start + minutes * 60
+
+
 def _train_step(model, optimizer, batch: dict, lr: float, recipe: Recipe) -> torch.Tensor:
     """One AdamW step on the answers' cross-entropy (bfloat16 autocast, float32 master weights)."""
+    return optimizer_step(model, optimizer, lambda: model(**batch).loss, lr, recipe,
+                          batch["input_ids"].device.type)
+
+
+def optimizer_step(module, optimizer, loss_fn, lr: float, recipe: Recipe, device_type: str) -> torch.Tensor:
+    """One AdamW step on ``loss_fn()`` (bfloat16 autocast, float32 master weights, gradient clipping)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    model.train()
-    device_type = batch["input_ids"].device.type
+    module.train()
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=recipe.bf16_autocast):
-        loss = model(**batch).loss
+        loss = loss_fn()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], recipe.grad_clip)
+    torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], recipe.grad_clip)
     optimizer.step()
     return loss
 
@@ -214,7 +249,7 @@ def export(run_dir, out_dir, model=None, log=print, load_language_model=None) ->
     fields = json.loads((run / "recipe.json").read_text())
     recipe = recipe_from_dict(fields["recipe"])
     if model is None:
-        model, _ = _build(recipe, fields["seed"], log, load_language_model)
+        model, _ = _build(recipe, fields["seed"], log, load_language_model, run / pretrain.TOWER_FILE)
         saved = _read_state(run / "state.safetensors")
         if _is_stage2(saved["weights"]):
             model = add_lora(model, recipe, fields["seed"])
@@ -224,7 +259,9 @@ def export(run_dir, out_dir, model=None, log=print, load_language_model=None) ->
     save_file(build.trained_state(base), out / "vision.safetensors")
     if _has_lora(model):
         from peft import get_peft_model_state_dict
-        lora = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+        # float16 halves the package (rank-16 adapters on 210 projections: 4.9 M numbers); the fold at load
+        # adds them to the float32 weights, and the shipped numbers are measured on exactly these values
+        lora = {k: v.detach().cpu().to(torch.float16).contiguous() for k, v in get_peft_model_state_dict(model).items()}
         save_file(lora, out / "lora.safetensors")
     (out / "organism.json").write_text(json.dumps({
         "vision": dataclasses.asdict(recipe.vision),
@@ -244,10 +281,6 @@ def _has_lora(model) -> bool:
     return hasattr(model, "peft_config")
 
 
-def _trainable_state(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def _load_trainable(model, weights: dict[str, torch.Tensor]) -> list[str]:
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
@@ -258,63 +291,47 @@ def _load_trainable(model, weights: dict[str, torch.Tensor]) -> list[str]:
     return missing
 
 
-def _save(path: Path, model, optimizer, step: int, elapsed: float) -> None:
-    """Trainable weights and AdamW's state as safetensors (loading never runs code)."""
-    tensors = {f"weights/{n}": v for n, v in _trainable_state(model).items()}
-    opt = optimizer.state_dict()
-    for index, slots in opt["state"].items():
-        for slot, value in slots.items():
-            tensors[f"optimizer/{index}/{slot}"] = value.detach().cpu().contiguous()
-    meta = {"step": str(step), "elapsed": str(elapsed), "param_groups": json.dumps(opt["param_groups"])}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, tmp, metadata=meta)
-    os.replace(tmp, path)
-
-
-def _read_state(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(path, "pt") as f:
-        meta = f.metadata()
-    tensors = load_file(path)
-    weights = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("weights/")}
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer/"):
-            _, index, slot = key.split("/")
-            state.setdefault(int(index), {})[slot] = value
-    optimizer = {"state": state, "param_groups": json.loads(meta["param_groups"])}
-    return {"step": int(meta["step"]), "elapsed": float(meta["elapsed"]), "weights": weights,
-            "optimizer": optimizer}
-
-
 @torch.no_grad()
 def monitor(model, processor, monitor_scenes, recipe: Recipe) -> dict:
-    """Measure (never train on) the sink: phi on the sink dim of BOS, text and visual tokens per layer, and
-    the first answer token's accuracy, on prompts of validation scenes."""
+    """Measure (never train on) the sink, per layer, on one question about each validation scene: phi on the
+    sink dim (BOS, text median, visual median / 99th percentile / max, share of visual tokens above
+    ``sink_tau``) and, from an eager forward, the attention the text queries after the image give BOS, all
+    visual tokens, the most-attended visual token and the first (top-left) one; plus the first answer token's
+    accuracy. The emergence figure (:mod:`.emergence`) plots these records."""
     from . import build_inputs
+    from .measure import eager
 
     questions = [s.questions[k % len(s.questions)] for k, s in enumerate(monitor_scenes)]
     device = next(model.parameters()).device
     inputs = build_inputs(processor, [s.image for s in monitor_scenes], [q[0] for q in questions]).to(device)
     model.eval()
-    out = model(**inputs, output_hidden_states=True)
+    with eager(model):
+        out = model(**inputs, output_hidden_states=True, output_attentions=True)
     ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
     visual = ids == processor.tokenizer.convert_tokens_to_ids(build.IMAGE)
     bos = mask & (mask.cumsum(1) == 1)
     text = mask & ~visual & ~bos
+    queries = text & (visual.cumsum(1) > 0)  # text tokens after the image: the queries VAR redistributes for
     first = [processor.tokenizer(q[1], add_special_tokens=False)["input_ids"][0] for q in questions]
     accuracy = (out.logits[:, -1].argmax(-1).cpu() == torch.tensor(first)).float().mean().item()
+    visual_at = visual.nonzero()[:, 1].view(len(ids), -1)  # (B, V): key positions of the visual tokens
     layers = []
     for layer, x in enumerate(out.hidden_states[:-1]):  # hidden_states[l] enters layer l
         x = x.float()
         phi = x[..., recipe.sink_dim].abs() / x.pow(2).mean(-1).add(1e-6).sqrt()  # (B, T)
         pv = phi[visual]
-        layers.append({"l": layer, "bos": round(phi[bos].mean().item(), 1),
-                       "text_med": round(phi[text].median().item(), 1),
-                       "vis_med": round(pv.median().item(), 1), "vis_max": round(pv.max().item(), 1),
-                       "vis_sinks": round((pv > recipe.sink_tau).float().mean().item(), 4)})
-    return {"layers": layers, "first_token_acc": round(accuracy, 3)}
+        rows = out.attentions[layer].float().mean(1)  # (B, T, T), heads averaged
+        to_visual = rows.gather(2, visual_at[:, None, :].expand(-1, rows.shape[1], -1))[queries]  # (Q, V)
+        layers.append({"l": layer, "bos": round(phi[bos].mean().item(), 2),
+                       "text_med": round(phi[text].median().item(), 2),
+                       "vis_med": round(pv.median().item(), 2), "vis_p99": round(pv.quantile(0.99).item(), 2),
+                       "vis_max": round(pv.max().item(), 2),
+                       "vis_sinks": round((pv > recipe.sink_tau).float().mean().item(), 4),
+                       "att_bos": round((rows * bos[:, None, :]).sum(-1)[queries].mean().item(), 4),
+                       "att_visual": round(to_visual.sum(-1).mean().item(), 4),
+                       "att_top_visual": round(to_visual.max(-1).values.mean().item(), 4),
+                       "att_first_visual": round(to_visual[:, 0].mean().item(), 4)})
+    return {"layers": layers, "first_token_acc": round(accuracy, 3), "sink_tau": recipe.sink_tau}
 
 
 def format_monitor(summary: dict) -> str:

@@ -1,0 +1,134 @@
+"""The emergence curve: how the visual tokens' sink statistics move over an organism training run.
+
+    python -m vasink.organism.emergence RUN_DIR [RUN_DIR2 ...] --out emergence.png
+
+reads each run's ``log.jsonl`` (written by ``vasink organism train``) and draws, per band of layers, the
+visual tokens' phi on the sink dimension (median and 99th percentile, against the monitor's tau), the share
+of visual tokens above tau, and the attention the text queries after the image give to all visual tokens,
+to the most-attended one, and to BOS; stage 0 (the tower alone) gets its own panel: held-out accuracies and
+the tower's largest token norm over the median (a ViT-born high-norm token would push that ratio up).
+Several runs are overlaid (one colour each), to compare recipes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def read_log(run_dir) -> dict:
+    """``{"stage0": [records], "monitor": [summaries]}`` of a run folder's ``log.jsonl``."""
+    file = Path(run_dir) / "log.jsonl"
+    if not file.exists():
+        raise FileNotFoundError(f"{file} is missing: pass the --out folder of `vasink organism train`")
+    stage0, monitors = [], []
+    for number, line in enumerate(file.read_text().splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{file}, line {number}: not JSON ({error.msg})") from None
+        if "monitor" in record:
+            monitors.append(record["monitor"])
+        elif record.get("stage") == 0 and "held_out" in record:
+            stage0.append(record)
+    return {"stage0": stage0, "monitor": monitors}
+
+
+def bands(n_layers: int, first: int = 2) -> dict[str, range]:
+    """Layers ``first..n_layers-1`` in three bands of (nearly) equal depth: early, middle, late."""
+    edges = np.linspace(first, n_layers, 4).round().astype(int)
+    return {name: range(int(a), int(b)) for name, a, b in zip(("early", "middle", "late"), edges[:-1], edges[1:])}
+
+
+def band_series(monitors: list[dict], key: str, reduce=np.mean) -> dict[str, np.ndarray]:
+    """Per band, ``reduce`` of a layer field over the band's layers, one value per monitor record."""
+    if not monitors:
+        return {}
+    out = {}
+    for name, layers in bands(len(monitors[0]["layers"])).items():
+        out[name] = np.array([reduce([m["layers"][layer][key] for layer in layers]) for m in monitors])
+    return out
+
+
+def plot(runs: dict[str, dict], out) -> Path:
+    """One figure for the runs ``{label: read_log(...)}``; returns the PNG's path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), constrained_layout=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = {"early": ":", "middle": "--", "late": "-"}
+    for k, (label, run) in enumerate(runs.items()):
+        colour = colours[k % len(colours)]
+        stage0 = run["stage0"]
+        if stage0:
+            steps = [r["step"] for r in stage0]
+            ax = axes[0, 0]
+            for key, style in (("object_patch_shape_acc", "-"), ("count_acc", "--"), ("caption_retrieval_acc", ":")):
+                ax.plot(steps, [r["held_out"][key] for r in stage0], style, color=colour,
+                        label=f"{label}: {key.replace('_acc', '').replace('_', ' ')}")
+            twin = axes[1, 0]
+            twin.plot(steps, [r["held_out"]["token_norm_max_over_median"] for r in stage0], color=colour, label=label)
+        monitors = run["monitor"]
+        if not monitors:
+            continue
+        steps = [m["step"] for m in monitors]
+        tau = monitors[0].get("sink_tau")
+        for key, ax, what in (("vis_med", axes[0, 1], "median"), ("vis_p99", axes[0, 1], "p99")):
+            for band, series in band_series(monitors, key).items():
+                ax.plot(steps, series, styles[band], color=colour, alpha=1.0 if what == "p99" else 0.5,
+                        label=f"{label}: {band} {what}" if k == 0 or band == "late" else None)
+        if tau is not None and k == 0:
+            axes[0, 1].axhline(tau, color="black", linewidth=0.8)
+            axes[0, 1].annotate(f"tau {tau}", (0.01, tau), xycoords=("axes fraction", "data"), va="bottom")
+        for band, series in band_series(monitors, "vis_sinks").items():
+            axes[0, 2].plot(steps, 100 * series, styles[band], color=colour, label=f"{label}: {band}")
+        for band, series in band_series(monitors, "att_visual").items():
+            axes[1, 1].plot(steps, series, styles[band], color=colour, label=f"{label}: {band}")
+        for band, series in band_series(monitors, "att_top_visual").items():
+            axes[1, 2].plot(steps, series, styles[band], color=colour, label=f"{label}: {band}")
+        stage2 = [m["step"] for m in monitors if m.get("stage") == 2]
+        if stage2:
+            for ax in axes[:, 1:].flat:
+                ax.axvline(stage2[0] - 0.5, color=colour, linewidth=0.6, alpha=0.5)
+    titles = [["stage 0: tower alone, held-out accuracy", "visual phi on the sink dim (per band)",
+               "% of visual tokens above tau"],
+              ["stage 0: tower's largest token norm / median", "attention from text queries to all visual tokens",
+               "attention to the most-attended visual token"]]
+    xlabels = [["stage-0 step", "stage 1-2 step (thin line: stage 2 starts)", "stage 1-2 step"],
+               ["stage-0 step", "stage 1-2 step", "stage 1-2 step"]]
+    for r in range(2):
+        for c in range(3):
+            ax = axes[r, c]
+            ax.set_title(titles[r][c], fontsize=10)
+            ax.set_xlabel(xlabels[r][c], fontsize=9)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.16), ncol=2, frameon=False)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m vasink.organism.emergence",
+                                     description="plot the visual-sink emergence curve of organism training runs")
+    parser.add_argument("runs", nargs="+", help="run folders (the --out of `vasink organism train`); LABEL=DIR names one")
+    parser.add_argument("--out", default="emergence.png", help="PNG to write (default: emergence.png)")
+    args = parser.parse_args(argv)
+    runs = {}
+    for item in args.runs:
+        label, _, folder = item.rpartition("=") if "=" in item else (Path(item).name, "", item)
+        runs[label] = read_log(folder)
+    print(plot(runs, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""A training run's state as one safetensors file: the trainable weights, AdamW's moments, the step and the
+elapsed time (loading it never runs code, unlike a pickle)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_state(path: Path, model, optimizer, step: int, elapsed: float) -> None:
+    """Trainable weights and AdamW's state as safetensors (loading never runs code)."""
+    tensors = {f"weights/{n}": v for n, v in trainable_state(model).items()}
+    opt = optimizer.state_dict()
+    for index, slots in opt["state"].items():
+        for slot, value in slots.items():
+            tensors[f"optimizer/{index}/{slot}"] = value.detach().cpu().contiguous()
+    meta = {"step": str(step), "elapsed": str(elapsed), "param_groups": json.dumps(opt["param_groups"])}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, tmp, metadata=meta)
+    os.replace(tmp, path)
+
+
+def read_state(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(path)
+    weights = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("weights/")}
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            _, index, slot = key.split("/")
+            state.setdefault(int(index), {})[slot] = value
+    optimizer = {"state": state, "param_groups": json.loads(meta["param_groups"])}
+    return {"step": int(meta["step"]), "elapsed": float(meta["elapsed"]), "weights": weights,
+            "optimizer": optimizer}
