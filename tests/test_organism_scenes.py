@@ -152,3 +152,18 @@ def test_batch_labels_keep_just_the_answers(processor):
         assert image_id not in kept
         assert "user" not in processor.tokenizer.decode(kept)
     assert (batch["labels"][batch["attention_mask"] == 0] == data.IGNORE).all()
+
+
+def test_visual_sinks_are_declared_only_when_most_layers_meet_the_papers_criteria():
+    from vasink.organism.measure import has_visual_sinks
+
+    def layers(images, share, first=0, n=30):
+        return {"layers": [{"layer": l, "images_with_visual_sink": images if l >= first else 0.0,
+                            "visual_sink_fraction": share if l >= first else 0.0} for l in range(n)]}
+
+    assert has_visual_sinks(layers(0.9, 0.05))
+    assert not has_visual_sinks(layers(0.9, 0.004))   # too few sink tokens
+    assert not has_visual_sinks(layers(0.9, 0.30))    # too many: not a sink, a shift
+    assert not has_visual_sinks(layers(0.4, 0.05))    # in a minority of images
+    assert not has_visual_sinks(layers(0.9, 0.05, first=17))  # layers 17-29: 13 of the 28 searched
+    assert has_visual_sinks(layers(0.9, 0.05, first=15))      # layers 15-29: 15 of 28

@@ -216,7 +216,9 @@ def main(argv=None) -> None:
     parser.add_argument("--accuracy-scenes", type=int, default=120,
                         help="test scenes for the accuracies (default 120: at least 100 questions per family)")
     parser.add_argument("--tau", type=float, default=None, help="default: find_sink_dims' suggested tau")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="write the measurement here (measured.json)")
+    parser.add_argument("--facts", default=None,
+                        help="also write the sink facts organism.recommended_config() reads (vasink.json) here")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     model, processor = load(args.ckpt)
@@ -245,7 +247,21 @@ def main(argv=None) -> None:
     text = json.dumps(report, indent=1)
     if args.out:
         Path(args.out).write_text(text)
+    if args.facts:
+        facts = {"sink_dims": list(found.dims), "tau": tau,
+                 "visual_sinks": has_visual_sinks(report["phenomenon"]),
+                 "note": "measured on the test split by python -m vasink.organism.measure (measured.json); "
+                         "docs/organism.md"}
+        Path(args.facts).write_text(json.dumps(facts, indent=1) + "\n")
     print(text)
+
+
+def has_visual_sinks(phenomenon: dict) -> bool:
+    """The paper's first two criteria, read from :func:`phenomenon`: in most searched layers (>= 2) most images
+    have a visual sink token, and the visual sink tokens are 0.5-25 % of the visual tokens."""
+    searched = [e for e in phenomenon["layers"] if e["layer"] >= FIRST_SEARCHED_LAYER]
+    meets = [e["images_with_visual_sink"] > 0.5 and 0.005 <= e["visual_sink_fraction"] <= 0.25 for e in searched]
+    return bool(searched) and sum(meets) > len(searched) / 2
 
 
 if __name__ == "__main__":
