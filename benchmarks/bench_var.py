@@ -184,7 +184,8 @@ def plant_massive_activation(model, dims=SINK_DIMS, visual_sinks: int = 7, magni
             visual = (ids == model.config.image_token_id).nonzero()
             for row in range(ids.shape[0]):
                 cols = visual[visual[:, 0] == row, 1]
-                mask[row, cols[torch.linspace(0, len(cols) - 1, visual_sinks).long()]] = True
+                if len(cols):  # PAI's second pass runs the prompt without its image
+                    mask[row, cols[torch.linspace(0, len(cols) - 1, visual_sinks).long()]] = True
             state["mask"] = mask
 
     def on_layer0(module, args, output):

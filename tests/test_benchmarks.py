@@ -24,3 +24,21 @@ def test_layer_paths_agree_with_released_style(decode):
 def test_agree_flags_a_wrong_path():
     outputs = {"stock": torch.zeros(3), "reference": torch.ones(3), "fast": torch.ones(3) * 1.01}
     assert bench_var.agree(outputs, ("stock", "fast")) == {"stock": True, "fast": False}
+
+
+def test_bench_peers_times_every_method_against_stock_in_one_run(tmp_path, capsys):
+    """The peers' cost benchmark on its tiny workload: one row per method, stock's ratio 1, every method
+    timed on the same prompts (PAI's second pass without the image goes through the sink planting hook)."""
+    import json
+
+    import bench_peers
+
+    torch.set_num_threads(1)
+    out = tmp_path / "rows.json"
+    assert bench_peers.main(["--workload", "tiny", "--repeats", "1", "--new-tokens", "2", "--no-memory",
+                             "--json", str(out)]) == 0
+    rows = {row["method"]: row for row in json.loads(out.read_text())}
+    assert list(rows) == list(bench_peers.METHODS)
+    assert rows["stock"]["time_ratio_to_stock"] == 1.0 and rows["stock"]["tokens_changed"] == 0
+    assert all(row["median_s"] > 0 and row["tokens"] == 2 * 2 for row in rows.values())
+    assert "pai-attention" in capsys.readouterr().out

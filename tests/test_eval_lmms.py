@@ -82,6 +82,40 @@ def test_generate_until_on_lmms_eval_instances(monkeypatch):
     planter.remove()
 
 
+def test_the_plugin_carries_any_arm_its_parameters_and_decoding(monkeypatch):
+    """arm=pai / vaf / vcd with config fields among the model_args, the arm's config is what generates; sampled
+    answers are the same whatever the batch size (each request seeded by its task, split and doc id)."""
+    from vasink import PAIConfig, VCDConfig
+    from vasink.eval import runner
+
+    torch.set_num_threads(1)
+    tiny = loading.LoadedModel(tiny_llava(num_layers=3), tiny_processor(), "tiny",
+                               VARConfig(sink_dims=SINK_DIMS, tau=3.0))
+    monkeypatch.setattr(loading, "load_model", lambda spec, device=None, dtype=None: tiny)
+    pai = VasinkLMM.create_from_arg_string("pretrained=organism,arm=pai,gamma=2,layers=0;1,batch_size=2")
+    assert pai.arm.config == PAIConfig(gamma=2.0, layers=(0, 1)) and not pai.arm.decoding.sample
+    assert VasinkLMM.create_from_arg_string("arm=vaf,layers=1").arm.config.layers == (1,)
+    with pytest.raises(ValueError, match="did you mean 'vcd'"):
+        VasinkLMM.create_from_arg_string("arm=vdc")
+    docs = [{"image": Image.new("RGB", (28, 28), (i * 40, 0, 0))} for i in range(3)]
+    requests = [Instance("generate_until", ("<image>\nIs there a person in the image?", {"max_new_tokens": 3},
+                                            lambda doc: [doc["image"]], i, "pope", "test"),
+                         idx=0, metadata={"task": "pope", "doc_id": i, "repeats": 1}) for i in range(3)]
+    configs = []
+    real_generate = runner.generate
+    monkeypatch.setattr(runner, "generate", lambda *a, **k: configs.append(a[4]) or real_generate(*a, **k))
+    vcd = VasinkLMM.create_from_arg_string("arm=vcd,decoding=official,seed=5,beta=0.2,batch_size=2")
+    vcd.task_dict = {"pope": {"test": docs}}
+    assert len(vcd.generate_until(requests)) == 3 and vcd.arm.decoding.sample
+    assert vcd.arm.config == VCDConfig(beta=0.2, seed=5) and configs == [vcd.arm.config] * 2
+    answers = {}
+    for batch_size, seed in ((1, 5), (3, 5), (3, 6)):
+        sampled = VasinkLMM.create_from_arg_string(f"var=off,decoding=sample,seed={seed},batch_size={batch_size}")
+        sampled.task_dict = {"pope": {"test": docs}}
+        answers[batch_size, seed] = sampled.generate_until(requests)
+    assert sampled.arm.config is None and answers[1, 5] == answers[3, 5] != answers[3, 6]
+
+
 # ------------------------------------------------------------------ vasink's metrics = lmms-eval's own
 # The task files are loaded from the installed lmms_eval package as they are; only lmms_eval.tasks' own
 # __init__ (the TaskManager, which pulls accelerate and tenacity) is kept from running.

@@ -1,11 +1,17 @@
-"""lmms-eval model ``vasink``: any lmms-eval task on a vasink-supported model, with VAR on or off.
+"""lmms-eval model ``vasink``: any lmms-eval task on a vasink-supported model, one arm per run (base, VAR,
+PAI, VAF or VCD).
 
     pip install 'vasink[lmms-eval]'
     lmms-eval --model vasink --model_args pretrained=llava-hf/llava-1.5-7b-hf,preset=general --tasks pope
+    lmms-eval --model vasink --model_args pretrained=llava-hf/llava-1.5-7b-hf,arm=pai,gamma=2 --tasks pope
+    lmms-eval --model vasink --model_args pretrained=...,arm=vcd,decoding=official,seed=55 --tasks pope
 
-``model_args``: ``pretrained`` (``organism`` or a path / hub id), ``var`` (on/off, default on),
-``preset``, ``rho``, ``p``, ``tau``, ``batch_size``, ``device``. lmms-eval finds the model through the
-entry point group ``lmms_eval.models`` (``vasink = "vasink.eval.lmms_eval_plugin:manifest"``).
+``model_args``: ``pretrained`` (``organism`` or a path / hub id), ``arm`` (base, var, pai, vaf, vcd; default:
+``var`` = on/off, default on), ``preset``, ``rho``, ``p``, ``tau`` (VAR), the fields of the arm's config
+(``alpha``, ``gamma``, ``image_scale``, ...; ``layers`` as ``9;10;11``), ``decoding`` (greedy, sample,
+official: as ``vasink eval --decoding``), ``seed``, ``batch_size``, ``device``. Sampled answers are seeded by
+(seed, task, split, doc id), so they do not depend on the batch. lmms-eval finds the model through the entry
+point group ``lmms_eval.models`` (``vasink = "vasink.eval.lmms_eval_plugin:manifest"``).
 """
 
 from __future__ import annotations
@@ -31,23 +37,43 @@ class VasinkLMM(lmms):
     is_simple = True
 
     def __init__(self, pretrained: str = "organism", var: str = "on", preset: str = "general", rho=None, p=None,
-                 tau=None, batch_size=1, device: str | None = None, **unused) -> None:
+                 tau=None, batch_size=1, device: str | None = None, arm: str | None = None, decoding: str = "greedy",
+                 seed=0, **rest) -> None:
         super().__init__()
+        from .arms import Arm, decoding_for, get_method
         from .loading import load_model
 
+        arm = str(arm) if arm is not None else ("var" if _flag(var) else "base")
+        method = get_method(arm)  # an unknown arm fails before the model loads
         self.loaded = load_model(str(pretrained), device)
         self.batch_size = int(batch_size)
-        if _flag(var) and self.loaded.var_config is None:
-            raise ValueError(self.loaded.var_config_missing or f"no sink dimensions known for {pretrained}")
-        number = lambda v: None if v is None else float(v)  # noqa: E731  (model_args arrive as strings)
-        self.var_config = (self.loaded.var_config.with_preset(preset, rho=number(rho), p=number(p), tau=number(tau))
-                           if _flag(var) else None)
+        self.var_config = None
+        if arm == "var":
+            if self.loaded.var_config is None:
+                raise ValueError(self.loaded.var_config_missing or f"no sink dimensions known for {pretrained}")
+            number = lambda v: None if v is None else float(v)  # noqa: E731  (model_args arrive as strings)
+            self.var_config = self.loaded.var_config.with_preset(preset, rho=number(rho), p=number(p),
+                                                                 tau=number(tau))
+            config = self.var_config
+        else:  # the arm's config fields among the model_args (lmms-eval passes others of its own)
+            import dataclasses
+            from types import SimpleNamespace
+
+            from .arms import parse_value
+
+            fields = {f.name for f in dataclasses.fields(method.config_type())} if arm != "base" else set()
+            params = {k: parse_value(str(v).replace(";", ",")) for k, v in rest.items() if k in fields}
+            if isinstance(params.get("layers"), int):  # layers=9: one layer
+                params["layers"] = (params["layers"],)
+            config = method.build(SimpleNamespace(seed=int(seed)), None, self.loaded, params)
+        self.arm = Arm(arm, arm, config, decoding_for(method, decoding, seed=int(seed)))
 
     @property
     def model(self):
         return self.loaded.model
 
     def generate_until(self, requests) -> list[str]:
+        from .arms import row_seed
         from .runner import generate
 
         answers: list[str] = []
@@ -64,7 +90,11 @@ class VasinkLMM(lmms):
                 until = gen_kwargs.get("until") or []
                 stops.append([until] if isinstance(until, str) else list(until))
                 max_tokens = int(gen_kwargs.get("max_new_tokens", max_tokens))
-            outputs = generate(self.loaded, images, prompts, max_tokens, self.var_config)
+            decoding = self.arm.decoding
+            keys = [f"{task}/{split}/{doc_id}" for _, _, _, doc_id, task, split in chunk]
+            seeds = [row_seed(decoding.seed, key, 0) for key in keys] if decoding.sample else None
+            outputs = generate(self.loaded, images, prompts, max_tokens, self.arm.config, decoding=decoding,
+                               seeds=seeds, sample_ids=keys)
             for text, until in zip(outputs, stops):
                 for stop in until:
                     if stop:
