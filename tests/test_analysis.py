@@ -432,3 +432,130 @@ def test_heads_figure_hatches_the_layers_var_never_modifies(tmp_path, monkeypatc
     assert len(hatched) == 3  # layers 0, 1 and 4
     assert all(patch.get_facecolor()[3] == 0 for patch in ax.patches)  # no pale fill to mistake for high values
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0*", "1*", "2", "3", "4*"]
+
+
+# -- figures a person can read (issue 22) ---------------------------------------------------------------------
+
+
+def _extents(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # save_figure closed the figure: draw it again to measure
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_attention_maps_of_many_layers_are_split_into_figures_of_a_sane_size(tmp_path, monkeypatch):
+    from vasink.analysis import figures
+
+    seen = captured_figures(monkeypatch)
+    sinks = torch.zeros(4, 4, dtype=torch.bool)
+    panels = [(f"layer {layer}, mean of heads", sinks, torch.rand(4, 4), torch.rand(4, 4)) for layer in range(2, 30)]
+    written = figures.attention_figures(image(), panels, "query token 81 '\\n' of 'q'", tmp_path / "attention_query81.png")
+    assert [p.name for p in written] == [f"attention_query81_part{k}.png" for k in range(1, 6)]
+    for path in written:
+        with Image.open(path) as png:
+            assert png.height <= 1600 and png.width <= 1000, png.size
+    assert seen[0]._suptitle.get_text().endswith("(part 1 of 5)")
+    one = figures.attention_figures(image(), panels[:2], "t", tmp_path / "attention_query5.png")
+    assert [p.name for p in one] == ["attention_query5.png"]
+
+
+def test_a_figure_title_is_not_drawn_over_the_panels(tmp_path, monkeypatch):
+    from vasink.analysis import figures, heads
+
+    seen = captured_figures(monkeypatch)
+    sinks = torch.zeros(4, 4, dtype=torch.bool)
+    figures.attention_figures(image(), [("layer 2", sinks, torch.rand(4, 4), torch.rand(4, 4))],
+                              "query token 81 of a long question", tmp_path / "a.png")
+    high = np.ones((5, 3))
+    heads.heads_figure({"visual_mass": high, "nonsink_ratio": high, "selected": {"general": high},
+                        "rho": {"general": 0.8}, "prompts": 1, "rows": 4,
+                        "prompts_with_visual_sink": np.array([0, 0, 0, 1, 0])}, (2, 3, 4), tmp_path / "h.png")
+    for fig in seen:
+        renderer = _extents(fig)
+        title = fig._suptitle.get_window_extent(renderer)
+        for ax in fig.axes:
+            assert not _overlaps(title, ax.get_window_extent(renderer)), ax.get_title()
+            if ax.get_title():
+                assert not _overlaps(title, ax.title.get_window_extent(renderer)), ax.get_title()
+
+
+def test_tokens_are_labelled_as_text_not_as_byte_level_bpe_markers():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from vasink.analysis.figures import readable_tokens
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(["the cat sat\non the mat\n"] * 20, trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
+    ids = tokenizer("the cat\non")["input_ids"]
+    assert any(t in ("Ċ", "ĠĊ") or t.startswith("Ġ") for t in tokenizer.convert_ids_to_tokens(ids))  # the markers
+    shown = readable_tokens(tokenizer, ids)
+    assert not any(marker in "".join(shown) for marker in ("Ċ", "Ġ"))
+    assert "\\n" in shown and "\u2423cat" in shown, shown
+
+
+def fake_capture(num_layers=30, hidden=64, length=12):
+    from types import SimpleNamespace
+
+    generator = torch.Generator().manual_seed(0)
+    first = torch.rand(num_layers, hidden, generator=generator)
+    first[:, SINK_DIMS[0]] = 40.0
+    return SimpleNamespace(first_token_ratio=first, median_token_ratio=torch.rand(num_layers, hidden, generator=generator),
+                           phi=torch.rand(num_layers, length, generator=generator) * 10, first_token=0,
+                           sink_dims=SINK_DIMS)
+
+
+def _tick_labels_apart(ax, renderer) -> None:
+    labels = [t for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+    assert len(labels) <= 12
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:])), "tick labels run together"
+
+
+def test_layer_axes_of_many_layers_are_readable_and_legends_hide_no_data(tmp_path, monkeypatch):
+    from vasink.analysis.residual import residual_figure
+    from vasink.analysis.sink_figures import sink_dimension_figure
+
+    seen = captured_figures(monkeypatch)
+    sink_dimension_figure(fake_capture(), tmp_path / "sink_dimensions.png")
+    layers = 30
+    values = np.random.default_rng(0).random((layers, 3)) + 0.1
+    residual_figure({"classes": ["BOS", "visual", "text"], "attention": values, "value_norm": values,
+                     "contribution": values, "contribution_per_attention": values}, tmp_path / "residual.png")
+    for fig in seen:
+        renderer = _extents(fig)
+        plots = [ax for ax in fig.axes if ax.get_xlabel() in ("layer", "layer (input)")]
+        assert plots
+        for ax in plots:
+            _tick_labels_apart(ax, renderer)
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is not None:
+                box = legend.get_window_extent(renderer)
+                assert not any(_overlaps(box, other.get_window_extent(renderer)) for other in plots)
+
+
+def test_heads_figure_says_where_var_changes_nothing_because_no_prompt_had_a_visual_sink(tmp_path, monkeypatch):
+    from vasink.analysis import heads
+
+    seen = captured_figures(monkeypatch)
+    high = np.ones((5, 3))
+    result = {"visual_mass": high, "nonsink_ratio": high, "selected": {"general": high}, "rho": {"general": 0.8},
+              "prompts": 2, "rows": 4, "prompts_with_visual_sink": np.array([0, 0, 2, 0, 1])}
+    heads.heads_figure(result, (2, 3, 4), tmp_path / "heads.png")
+    ax = seen[0].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0*", "1*", "2", "3\u2020", "4"]
+    assert len([p for p in ax.patches if p.get_hatch()]) == 3
+    assert "VAR changed nothing" in seen[0]._suptitle.get_text()
+    heads.heads_figure(result, (2, 3, 4), tmp_path / "all.png", skips_layers_without_visual_sink=False)
+    assert [t.get_text() for t in seen[1].axes[0].get_yticklabels()] == ["0*", "1*", "2", "3", "4"]

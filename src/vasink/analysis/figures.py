@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -63,6 +64,61 @@ def attention_comparison_figure(image, sink_grid: torch.Tensor, before: torch.Te
 # -- shared helpers of the analysis figures -----------------------------------------------------------------
 
 
+WHITESPACE_SHOWN = {"\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "\u2423"}  # a newline as \n, a space as an open box
+MAX_LAYER_TICKS = 12
+ROWS_PER_FIGURE = 6  # attention figures: at most this many rows of panels per PNG (about 1.5k px tall)
+
+
+def readable_tokens(tokenizer, ids) -> list[str]:
+    """Each token as the text it stands for, for labels: byte-level BPE's markers (``Ċ`` a newline, ``Ġ`` a
+    space: SmolLM2, Llama 3, Qwen) and SentencePiece's (``\u2581``, ``<0x0A>``) decoded by the tokenizer itself,
+    whitespace made visible (``\\n``, ``\\t``, ``\u2423``)."""
+    tokens = []
+    for token_id in [int(i) for i in ids]:
+        try:
+            text = tokenizer.decode([token_id])
+        except Exception:  # noqa: BLE001 - a tokenizer that cannot decode one id: show its raw token
+            text = tokenizer.convert_ids_to_tokens(token_id)
+        tokens.append("".join(WHITESPACE_SHOWN.get(ch, ch) for ch in text))
+    return tokens
+
+
+def layer_ticks(ax, num_layers: int, axis: str = "x") -> None:
+    """Layer numbers on ``axis``, every k-th so that at most MAX_LAYER_TICKS labels share the axis."""
+    step = max(1, math.ceil(num_layers / MAX_LAYER_TICKS))
+    ticks = list(range(0, num_layers, step))
+    (ax.set_xticks if axis == "x" else ax.set_yticks)(ticks)
+
+
+def legend_outside(ax, **kwargs):
+    """The legend right of the axes, where it hides no data."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
+
+
+def attention_figures(image, panels, title: str, path: str | Path) -> list[Path]:
+    """``panels``: list of (row title, sinks (rows, cols), before map, after map); one row of three panels each
+    (sinks, VAR off, VAR on), at most ROWS_PER_FIGURE rows per PNG: ``path`` when they fit in one, else
+    ``<stem>_part<k>.png``."""
+    path = Path(path)
+    chunks = [panels[i:i + ROWS_PER_FIGURE] for i in range(0, len(panels), ROWS_PER_FIGURE)]
+    written = []
+    for number, chunk in enumerate(chunks, start=1):
+        fig, axes = subplots(len(chunk), 3, panel=(2.8, 2.7))
+        for index, (name, sinks, before, after) in enumerate(chunk):
+            vmax = float(max(before.max(), after.max()))
+            ax_sinks, ax_before, ax_after = axes[3 * index:3 * index + 3]
+            grid_panel(ax_sinks, image, outline=sinks, title=f"{name}: {int(sinks.sum())} visual sinks")
+            grid_panel(ax_before, image, before, vmax=vmax, title=f"VAR off (visual mass {float(before.sum()):.3f})")
+            artist = grid_panel(ax_after, image, after, vmax=vmax,
+                                title=f"VAR on (visual mass {float(after.sum()):.3f})")
+            fig.colorbar(artist, ax=ax_after, fraction=0.046, pad=0.02, label="attention weight")
+        part = f" (part {number} of {len(chunks)})" if len(chunks) > 1 else ""
+        fig.suptitle(title + part, fontsize=9)
+        target = path if len(chunks) == 1 else path.with_name(f"{path.stem}_part{number}{path.suffix}")
+        written.append(save_figure(fig, target))
+    return written
+
+
 def subplots(rows: int, cols: int, panel=(3.2, 3.0)):
     """A figure of ``rows x cols`` panels of ``panel`` inches; axes always a flat list."""
     fig, axes = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), squeeze=False)
@@ -72,9 +128,13 @@ def subplots(rows: int, cols: int, panel=(3.2, 3.0)):
 def save_figure(fig, path: str | Path, dpi: int = 90) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    top = 1.0
+    if fig._suptitle is not None:  # tight_layout ignores the suptitle: keep the panels (and their titles) below it
+        lines = fig._suptitle.get_text().count("\n") + 1
+        top = 1.0 - (lines * fig._suptitle.get_fontsize() * 1.5 + 6) / 72 / fig.get_figheight()
     with warnings.catch_warnings():  # colorbars shared by several axes make tight_layout complain, harmlessly
         warnings.simplefilter("ignore")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

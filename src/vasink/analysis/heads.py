@@ -105,8 +105,12 @@ def head_map(captures, config: VARConfig) -> dict:
     return accumulator.result()
 
 
-def heads_figure(result: dict, modified_layers, path) -> Path:
-    """Heatmaps (layer x head): mean m_V, mean r, and the share of rows each preset's head test selects."""
+def heads_figure(result: dict, modified_layers, path, skips_layers_without_visual_sink: bool = True) -> Path:
+    """Heatmaps (layer x head): mean m_V, mean r, and the share of rows each preset's head test selects.
+
+    Layers where VAR changes nothing are hatched: those it never modifies (``*``), and, when VAR skips a layer
+    without a visual sink (``skip_layers_without_visual_sink``, the paper's rule), the modified layers where
+    no prompt had one (``\u2020``): the head test still "selects" rows there, but VAR leaves them as they are."""
     from .figures import save_figure, subplots
 
     panels = [("mean visual mass m_V", result["visual_mass"], "viridis", (0, None)),
@@ -114,6 +118,9 @@ def heads_figure(result: dict, modified_layers, path) -> Path:
     for name, share in result["selected"].items():
         panels.append((f"selected, {name} (rho {result['rho'][name]:g})", share, "magma", (0, 1)))
     num_layers, num_heads = result["visual_mass"].shape
+    with_sink = result.get("prompts_with_visual_sink")
+    no_sink = {layer for layer in modified_layers if skips_layers_without_visual_sink and with_sink is not None
+               and with_sink[layer] == 0}
     fig, axes = subplots(1, len(panels), panel=(max(2.2, 0.35 * num_heads + 1.2), max(2.4, 0.22 * num_layers + 1)))
     for ax, (title, values, cmap, (low, high)) in zip(axes, panels):
         image = ax.imshow(values, aspect="auto", cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
@@ -121,12 +128,17 @@ def heads_figure(result: dict, modified_layers, path) -> Path:
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
         ax.set_xticks(range(num_heads) if num_heads <= 16 else range(0, num_heads, 4))
-        for layer in range(num_layers):
-            if layer not in modified_layers:  # hatched, not paled: a pale cell would read as a high value
+        for layer in range(num_layers):  # hatched, not paled: a pale cell would read as a high value
+            if layer not in modified_layers:
                 ax.axhspan(layer - 0.5, layer + 0.5, facecolor="none", edgecolor="0.6", hatch="////", lw=0)
-        ax.set_yticks(range(num_layers), [str(layer) if layer in modified_layers else f"{layer}*"
+            elif layer in no_sink:
+                ax.axhspan(layer - 0.5, layer + 0.5, facecolor="none", edgecolor="0.6", hatch="\\\\", lw=0)
+        ax.set_yticks(range(num_layers), [f"{layer}*" if layer not in modified_layers else
+                                          f"{layer}\u2020" if layer in no_sink else str(layer)
                                           for layer in range(num_layers)])
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    note = ("\nhatched \\\\ (layer marked \u2020): no prompt had a visual sink there, so VAR changed nothing "
+            "(rows shown as selected were left alone)") if no_sink else ""
     fig.suptitle(f"heads over {result['prompts']} prompts ({result['rows']} text query rows); "
-                 f"hatched rows (layer marked *): layers VAR never modifies", fontsize=9)
+                 f"hatched // (layer marked *): layers VAR never modifies{note}", fontsize=9)
     return save_figure(fig, path)

@@ -101,7 +101,7 @@ def residual_contributions(captures) -> dict:
 
 def residual_figure(result: dict, path: str | Path) -> Path:
     """Per layer: mean attention per token, value norm, and contribution per unit of attention, by class."""
-    from .figures import save_figure, subplots
+    from .figures import layer_ticks, legend_outside, save_figure, subplots
 
     panels = [("attention", "mean attention a_ij (head mean)"),
               ("value_norm", "mean ||W_OV x_j|| (head mean)"),
@@ -116,9 +116,9 @@ def residual_figure(result: dict, path: str | Path) -> Path:
                 ax.plot(layers, values, marker="o", ms=3, label=name, color=f"C{c}")
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("layer")
-        ax.set_xticks(layers)
+        layer_ticks(ax, len(layers))
         if key in ("attention", "contribution") and np.nanmin(result[key]) > 0:
             ax.set_yscale("log")
-    axes[0].legend(fontsize=7)
+    legend_outside(axes[-1], fontsize=7)
     fig.suptitle("what each token class writes through attention (eligible text queries)", fontsize=9)
     return save_figure(fig, path)

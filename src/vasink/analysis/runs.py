@@ -26,7 +26,7 @@ from ..models import adapter_for
 from .ablations import ABLATIONS, DEFAULT_ABLATIONS, paired_difference
 from .attention_maps import image_grids
 from .capture import Capture, capture_forward
-from .figures import grid_panel, processed_image, save_figure, subplots
+from .figures import attention_figures, processed_image, readable_tokens
 from .heads import HeadMap, heads_figure
 from .report import Section, Table, write_report
 from .residual import ResidualTable, residual_figure
@@ -95,7 +95,7 @@ def analyze_sinks(model, processor, image, question: str, config: VARConfig, out
     capture = capture_forward(model, inputs, config, ratios=True)  # the only forward
     grid = image_grids(model, inputs)[0][0]
     shown = processed_image(processor, inputs, image)
-    tokens = processor.tokenizer.convert_ids_to_tokens(capture.input_ids.tolist())
+    tokens = readable_tokens(processor.tokenizer, capture.input_ids.tolist())
     figures = [phi_strip_figure(capture, out_dir / "phi_strip.png", tokens),
                sink_dimension_figure(capture, out_dir / "sink_dimensions.png"),
                sink_grid_figure(capture, grid, shown, out_dir / "visual_sinks.png")]
@@ -139,20 +139,6 @@ def image_map(capture: Capture, layer: int, heads, row: int, grid) -> torch.Tens
     return weights.mean(0)[positions.cpu()].reshape(rows, cols)
 
 
-def attention_figure(image, panels, title: str, path) -> Path:
-    """``panels``: list of (row title, sinks (rows, cols), before map, after map)."""
-    fig, axes = subplots(len(panels), 3, panel=(2.8, 2.7))
-    for index, (name, sinks, before, after) in enumerate(panels):
-        vmax = float(max(before.max(), after.max()))
-        ax_sinks, ax_before, ax_after = axes[3 * index:3 * index + 3]
-        grid_panel(ax_sinks, image, outline=sinks, title=f"{name}: {int(sinks.sum())} visual sinks")
-        grid_panel(ax_before, image, before, vmax=vmax, title=f"VAR off (visual mass {float(before.sum()):.3f})")
-        artist = grid_panel(ax_after, image, after, vmax=vmax, title=f"VAR on (visual mass {float(after.sum()):.3f})")
-        fig.colorbar(artist, ax=ax_after, fraction=0.046, pad=0.02, label="attention weight")
-    fig.suptitle(title, fontsize=9)
-    return save_figure(fig, path)
-
-
 def analyze_attention(model, processor, image, question: str, config: VARConfig, out_dir, *, layers=None,
                       heads=None, queries=(-1,), echo=print) -> Path:
     out_dir = Path(out_dir)
@@ -166,7 +152,7 @@ def analyze_attention(model, processor, image, question: str, config: VARConfig,
     after = capture_forward(model, inputs, config, var_on=True)
     grid = image_grids(model, inputs)[0][0]
     shown = processed_image(processor, inputs, image)
-    tokens = processor.tokenizer.convert_ids_to_tokens(before.input_ids.tolist())
+    tokens = readable_tokens(processor.tokenizer, before.input_ids.tolist())
     head_groups = [[h] for h in heads] if heads is not None else [None]
     figures, records = [], []
     for query, row in zip(queries, rows.tolist()):
@@ -183,8 +169,8 @@ def analyze_attention(model, processor, image, question: str, config: VARConfig,
                                 "visual_mass_after": float(a.sum()),
                                 "visual_sink_mass_before": float(b[sinks].sum()),
                                 "visual_sink_mass_after": float(a[sinks].sum())})
-        title = f"query token {position} {tokens[position]!r} of {question!r}"
-        figures.append(attention_figure(shown, panels, title, out_dir / f"attention_query{position}.png"))
+        title = f"query token {position} '{tokens[position]}' of {question!r}"
+        figures += attention_figures(shown, panels, title, out_dir / f"attention_query{position}.png")
     table = Table("text-to-image attention of each query row, before and after VAR",
                   ["query", "token", "layer", "heads", "visual before", "visual after", "sinks before", "sinks after"],
                   [[r["query"], r["token"], r["layer"], r["heads"], r["visual_mass_before"], r["visual_mass_after"],
@@ -211,7 +197,7 @@ def analyze_heads(model, processor, samples, config: VARConfig, out_dir, echo=pr
         accumulator.add(capture_forward(model, inputs, config))
     result = accumulator.result()
     modified = config.modified_layers(num_layers)
-    figure = heads_figure(result, modified, out_dir / "heads.png")
+    figure = heads_figure(result, modified, out_dir / "heads.png", config.skip_layers_without_visual_sink)
     header = ["layer", "prompts with visual sink", "mean m_V", "mean r"] + [f"selected ({p})" for p in PRESETS]
     rows = [[layer, result["prompts_with_visual_sink"][layer], result["visual_mass"][layer].mean(),
              np.nanmean(result["nonsink_ratio"][layer]) if np.isfinite(result["nonsink_ratio"][layer]).any()

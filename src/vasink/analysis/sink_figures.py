@@ -10,7 +10,7 @@ import torch
 
 from ..config import FIRST_SEARCHED_LAYER
 from .capture import Capture
-from .figures import grid_panel, save_figure, subplots
+from .figures import grid_panel, layer_ticks, legend_outside, save_figure, subplots
 
 
 def sink_grid(capture: Capture, grid, layer: int) -> torch.Tensor:
@@ -42,7 +42,7 @@ def phi_strip_figure(capture: Capture, path: str | Path, tokens: list[str] | Non
     if tokens is not None and length <= 80:
         ax.set_xticks(range(length))
         ax.set_xticklabels(tokens, rotation=90, fontsize=5)
-    ax.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.01), fontsize=7, borderaxespad=0.0)  # above: no data hidden
     ax.axhline(FIRST_SEARCHED_LAYER - 0.5, color="white", lw=0.8, ls="--")
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01, label=f"phi on dims {list(capture.sink_dims)}")
     return save_figure(fig, path)
@@ -55,7 +55,7 @@ def sink_dimension_figure(capture: Capture, path: str | Path, extra_dims: int = 
     num_layers, hidden = first.shape
     peak_layer = int(capture.phi[:, capture.first_token].argmax())
     others = [int(d) for d in np.argsort(-first[peak_layer]) if int(d) not in capture.sink_dims][:extra_dims]
-    fig, axes = subplots(1, 2, panel=(4.6, 3.2))
+    fig, axes = subplots(1, 2, panel=(5.6, 3.4))
     layers = np.arange(num_layers)
     colors = iter(["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"] * 4)
     for dim in list(capture.sink_dims) + others:
@@ -67,8 +67,8 @@ def sink_dimension_figure(capture: Capture, path: str | Path, extra_dims: int = 
     axes[0].text(0, math.sqrt(hidden), f"sqrt(D) = {math.sqrt(hidden):.1f}", fontsize=7, va="bottom")
     axes[0].set_xlabel("layer (input)")
     axes[0].set_ylabel("|x_d| / RMS(x)")
-    axes[0].set_xticks(layers)
-    axes[0].legend(fontsize=6)
+    layer_ticks(axes[0], num_layers)
+    legend_outside(axes[0], fontsize=6)
     axes[0].set_title("sink-dimension evidence", fontsize=9)
     axes[1].bar(np.arange(hidden), first[peak_layer], width=1.0, color="C7")
     for dim in capture.sink_dims:
