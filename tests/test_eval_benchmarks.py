@@ -614,3 +614,25 @@ def test_mmvet_asks_again_warmer_and_scores_zero_after_five_tries(monkeypatch):
     monkeypatch.setattr(judged, "ask", grader(["no score"] * 5))
     assert bench.score("2", "two", {"question": "How many?"}).stats == {"score": 0.0}
     assert temperatures == [0.0, 0.5, 1.0, 1.5, 2.0]
+
+
+def test_a_local_pope_report_does_not_carry_the_hubs_question_count(tmp_path):
+    from vasink.eval import records
+    from vasink.eval.report import build_report
+
+    pope = get_benchmark("pope")
+    assert "9,000" in pope.comparability_for("lmms-lab/POPE") and "mean of the three splits" in \
+        pope.comparability_for(None)
+    local = pope.comparability_for("coco_pope_random.jsonl")
+    assert "9,000" not in local and "mean of the three splits' F1" in local
+    samples = pope.load(str(fx.FIXTURES / "pope_llava.jsonl"))
+    out = tmp_path / "run"
+    from vasink.eval.runner import EvalSettings, run_description
+
+    run = run_description(EvalSettings(bench="pope", data=str(fx.FIXTURES / "pope_llava.jsonl")), pope, None, "m")
+    hashes = records.check_run(out, run, {"base": None, "var": {"tau": 1.0}})
+    with records.RecordWriter(out / "records.jsonl") as writer:
+        writer.write_batch(make_record(pope, s, arm, "yes", hashes[arm]) for s in samples for arm in hashes)
+    report = build_report(out, resamples=50)
+    assert "9,000" not in report["benchmark"]["comparability"]
+    assert "9,000" not in (out / "report.md").read_text()

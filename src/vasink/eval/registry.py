@@ -86,6 +86,7 @@ class Benchmark:
     name: str = ""  # set by @register
     description: str = ""
     comparability: str = ""  # how the number relates to the one papers report, when it differs (docs/benchmarks.md)
+    default_data_comparability: str = ""  # the same, about ``default_data`` only (said when a run used it)
     default_data: str | None = None  # hub dataset id (or None: --data is required)
     default_config: str | None = None  # hub dataset config name
     default_split: str = "test"
@@ -96,6 +97,12 @@ class Benchmark:
     correct_metric: str | None = "accuracy"  # the metric that is the mean of ``correct`` (McNemar applies)
     needs_judge: bool = False
     higher_is_better: Mapping[str, bool] = {}
+
+    def comparability_for(self, data: str | None) -> str:
+        """The comparability note for a run on ``data`` (run.json's): what is said of the default data set (the
+        hub's question count...) is left out of a run on a local file."""
+        notes = [self.default_data_comparability] if data in (None, self.default_data) else []
+        return "; ".join(note for note in [*notes, self.comparability] if note)
 
     # --- loading -------------------------------------------------------------------------------
     def load(self, data: str | None = None, subset: str | None = None, limit: int | None = None,

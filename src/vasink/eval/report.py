@@ -181,7 +181,8 @@ def build_report(out: str | Path, resamples: int = 1000, seed: int = 0, write: b
         raise ValueError(f"{out}: no records yet")
     report = {"run": run["run"], "arms": {a: run["arms"][a]["config"] for a in by_arm},
               "decodings": {a: run["arms"][a].get("decoding") for a in by_arm},
-              "benchmark": {"description": bench.description, "comparability": bench.comparability},
+              "benchmark": {"description": bench.description,
+                            "comparability": bench.comparability_for(run["run"].get("data"))},
               "metrics": {arm: pooled_metrics(bench, runs) for arm, runs in by_arm.items()},
               "comparisons": {}, "pairwise": {}}
     others = [arm for arm in by_arm if arm != "base"]

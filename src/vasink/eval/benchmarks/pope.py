@@ -44,8 +44,8 @@ class Pope(PopeScoring, Benchmark):
     prompt_suffix = SHORT_ANSWER
     max_new_tokens = 128
     preset = "hallucination"
-    comparability = ("9,000 hub questions (LLaVA-1.5 used 8,910); papers report the mean of the three splits' F1, "
-                     "not the pooled F1")
+    default_data_comparability = "9,000 hub questions (LLaVA-1.5 used 8,910)"
+    comparability = "papers report the mean of the three splits' F1, not the pooled F1"
 
     def sample_from_row(self, row) -> Sample:
         split = row.text("category", default="") or _split_from_name(row.source)
