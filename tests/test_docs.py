@@ -77,3 +77,22 @@ def test_every_cited_section_of_method_md_exists():
             cited |= set(re.findall(r"method\.md#([\w\-]+)", path.read_text()))
     assert cited, "nothing cites docs/method.md"
     assert cited <= headings, f"no such section in docs/method.md: {sorted(cited - headings)}"
+
+
+def test_every_page_quotes_the_shipped_models_tau_as_measured():
+    """The organism's tau is read from checkpoint/vasink.json (its suggested tau, measured.json): a page that
+    quotes a 'suggested tau' or the tau of vasink.json quotes that number, rounded as vasink.json holds it."""
+    import json
+
+    checkpoint = ROOT / "src" / "vasink" / "organism" / "checkpoint"
+    tau = json.loads((checkpoint / "vasink.json").read_text())["tau"]
+    suggested = json.loads((checkpoint / "measured.json").read_text())["find_sink_dims"]["suggested_tau"]
+    assert tau == round(suggested, 2)
+    quoted = []
+    for page in PAGES:
+        text = page.read_text()
+        for pattern in (r"suggested tau (\d+\.\d+)", r"used as tau = (\d+\.\d+)", r"tau (\d+\.\d+) \(`vasink\.json`\)",
+                        r"sink dims? \[?507\]?,? (?:and )?tau (\d+\.\d+)"):
+            quoted += [(page.name, float(value)) for value in re.findall(pattern, text)]
+    assert quoted, "no page quotes the organism's tau any more: update this test"
+    assert all(value == tau for _, value in quoted), quoted
