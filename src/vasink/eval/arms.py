@@ -1,7 +1,7 @@
 """Arms of an eval: each is a method (how to build its config for a model) and a decoding.
 
     from vasink.eval.arms import Method, register_method, known_methods
-    known_methods()                 # ['base', 'pai', 'var', 'vaf', 'vcd']
+    known_methods()                 # ['base', 'pai', 'vaf', 'var', 'vcd']
 
     @register_method("my-method")
     class Mine(Method):
@@ -11,7 +11,7 @@
 
 ``vasink eval --arms base,var,pai`` builds one :class:`Arm` per name. Every arm decodes the same way by
 default (greedy); ``--decoding sample`` samples every arm with the same seeds, ``--decoding official`` gives
-each arm its method's official decoding (docs/eval.md#arms-and-decodings lists them).
+each arm its method's official decoding (docs/benchmarks.md#arms-decodings-and-comparisons lists them).
 
 A sampled arm draws each row's tokens from its own generator, seeded by (``--seed``, sample id, run), with
 the Gumbel-max rule inside a logits processor that then leaves one finite logit for greedy search to take:
