@@ -164,6 +164,7 @@ def _fake_log(folder, n_layers=30):
         lines.append(json.dumps({"monitor": {"layers": layers, "first_token_acc": 0.5, "sink_tau": 17.5,
                                              "step": step, "stage": stage, "loss": None, "min": 0.0}}))
     (folder / "log.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "recipe.json").write_text(json.dumps({"seed": 0, "recipe": {"stage1_steps": 60}}))
     return folder
 
 
@@ -189,9 +190,49 @@ def test_emergence_figure_is_drawn_by_its_documented_command(tmp_path):
         assert image.format == "PNG" and image.size[0] > 800
     log = emergence.read_log(a)
     assert [r["step"] for r in log["stage0"]] == [5, 10] and [m["step"] for m in log["monitor"]] == [0, 50, 100]
+    assert log["stage2_from"] == 60
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "log.jsonl").write_text('{"monitor": \n')
     with pytest.raises(ValueError, match="line 1: not JSON"):
         emergence.read_log(tmp_path / "bad")
     with pytest.raises(FileNotFoundError, match="vasink organism train"):
         emergence.read_log(tmp_path / "missing")
+
+
+def test_recipe_variants_are_set_from_text_with_clear_refusals():
+    from vasink.organism.train import recipe_with
+
+    recipe = recipe_with(Recipe(), {"lora_rank": "64", "vision.layers": "6", "freeze_tower": "false",
+                                    "stage2_lr": "1e-4", "stage2_families": "caption, counting"})
+    assert (recipe.lora_rank, recipe.vision.layers, recipe.freeze_tower, recipe.stage2_lr) == (64, 6, False, 1e-4)
+    assert recipe.stage2_families == ("caption", "counting") and Recipe().lora_rank == 16
+    with pytest.raises(ValueError, match="unknown recipe field 'lora_rnak'.*lora_rank"):
+        recipe_with(Recipe(), {"lora_rnak": "4"})
+    with pytest.raises(ValueError, match="lora_rank takes a int, got 'big'"):
+        recipe_with(Recipe(), {"lora_rank": "big"})
+    with pytest.raises(ValueError, match="unknown question family"):
+        recipe_with(Recipe(), {"stage2_families": "captions"})
+
+
+def test_a_stage_2_variant_branches_from_another_runs_stage_1(tmp_path, tiny_lm):
+    from vasink.organism import pretrain
+    from vasink.organism.train import branch
+
+    base = train(tmp_path / "base", seed=0, recipe=_tiny(stage2_steps=1), log=lambda _: None,
+                 load_language_model=tiny_lm)
+    with pytest.raises(FileNotFoundError, match="state_stage1.safetensors missing"):
+        branch(tmp_path / "nowhere", tmp_path / "x")
+    messages = []
+    branch(tmp_path / "base", tmp_path / "variant", log=messages.append)
+    variant = train(tmp_path / "variant", seed=0, recipe=_tiny(stage2_steps=1, lora_rank=4,
+                                                               stage2_families=("caption",)),
+                    log=messages.append, load_language_model=tiny_lm)
+    assert any("resumed at step 2" in m for m in messages)  # stages 0-1 were not repeated
+    assert not list((tmp_path / "variant").glob(pretrain.STATE_FILE))
+    lora = load_file(variant / "lora.safetensors")
+    assert all(v.shape[0] == 4 for k, v in lora.items() if "lora_A" in k)
+    a, b = load_file(base / "vision.safetensors"), load_file(variant / "vision.safetensors")
+    towers = [k for k in a if k.startswith("model.vision_tower.")]
+    assert towers and all(torch.equal(a[k], b[k]) for k in towers)
+    with pytest.raises(FileExistsError, match="new --out"):
+        branch(tmp_path / "base", tmp_path / "variant")

@@ -27,6 +27,12 @@ def add_commands(commands) -> None:
     train.add_argument("--minutes", type=positive_float, default=None, help="stop after this many minutes (run again to resume)")
     train.add_argument("--fresh", action="store_true", help="start over instead of resuming from --out's checkpoint")
     train.add_argument("--device", default="cpu", help="cpu (default, reproduces the shipped run) or cuda")
+    train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="a recipe variant: change one field of the shipped recipe, e.g. --set lora_rank=64 "
+                            "--set stage2_families=caption (repeatable; docs/organism.md lists the fields)")
+    train.add_argument("--branch-from", default=None, metavar="RUN",
+                       help="start from RUN's end of stage 1 (its tower and stage-1 state): a stage-2 variant "
+                            "without repeating stages 0-1")
     train.set_defaults(func=run_train_command)
 
 
@@ -38,7 +44,16 @@ def run_demo_command(args) -> int:
 
 
 def run_train_command(args) -> int:
-    from ..organism.train import train
+    from ..organism.train import Recipe, branch, recipe_with, train
 
-    train(args.out, seed=args.seed, minutes=args.minutes, resume=not args.fresh, device=args.device)
+    settings = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
+        settings[key.strip()] = value.strip()
+    recipe = recipe_with(Recipe(), settings) if settings else None
+    if args.branch_from:
+        branch(args.branch_from, args.out)
+    train(args.out, seed=args.seed, minutes=args.minutes, recipe=recipe, resume=not args.fresh, device=args.device)
     return 0

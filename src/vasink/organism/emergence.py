@@ -19,7 +19,8 @@ import numpy as np
 
 
 def read_log(run_dir) -> dict:
-    """``{"stage0": [records], "monitor": [summaries]}`` of a run folder's ``log.jsonl``."""
+    """``{"stage0": [records], "monitor": [summaries], "stage2_from": step or None}`` of a run folder's
+    ``log.jsonl`` (and ``recipe.json``, for where stage 2 starts)."""
     file = Path(run_dir) / "log.jsonl"
     if not file.exists():
         raise FileNotFoundError(f"{file} is missing: pass the --out folder of `vasink organism train`")
@@ -33,7 +34,9 @@ def read_log(run_dir) -> dict:
             monitors.append(record["monitor"])
         elif record.get("stage") == 0 and "held_out" in record:
             stage0.append(record)
-    return {"stage0": stage0, "monitor": monitors}
+    recipe = Path(run_dir) / "recipe.json"
+    stage2_from = json.loads(recipe.read_text())["recipe"].get("stage1_steps") if recipe.exists() else None
+    return {"stage0": stage0, "monitor": monitors, "stage2_from": stage2_from}
 
 
 def bands(n_layers: int, first: int = 2) -> dict[str, range]:
@@ -90,10 +93,9 @@ def plot(runs: dict[str, dict], out) -> Path:
             axes[1, 1].plot(steps, series, styles[band], color=colour, label=f"{label}: {band}")
         for band, series in band_series(monitors, "att_top_visual").items():
             axes[1, 2].plot(steps, series, styles[band], color=colour, label=f"{label}: {band}")
-        stage2 = [m["step"] for m in monitors if m.get("stage") == 2]
-        if stage2:
+        if run.get("stage2_from") is not None:
             for ax in axes[:, 1:].flat:
-                ax.axvline(stage2[0] - 0.5, color=colour, linewidth=0.6, alpha=0.5)
+                ax.axvline(run["stage2_from"], color=colour, linewidth=0.6, alpha=0.5)
     titles = [["stage 0: tower alone, held-out accuracy", "visual phi on the sink dim (per band)",
                "% of visual tokens above tau"],
               ["stage 0: tower's largest token norm / median", "attention from text queries to all visual tokens",

@@ -47,6 +47,7 @@ class Recipe:
     freeze_tower: bool = True      # after stage 0 the tower stays as pretrained (LLaVA keeps CLIP frozen)
     batch_size: int = 8
     max_turns: int = 3             # questions of one scene per training sequence
+    stage2_families: tuple[str, ...] | None = None  # stage 2 asks only these families (None: all), e.g. ("caption",)
     lr: float = 1e-3               # stage 1 (projector, and tower unless frozen)
     stage2_lr: float = 2e-4        # stage 2 (LoRA and the projector)
     lora_rank: int = 16
@@ -82,7 +83,35 @@ def recipe_from_dict(fields: dict) -> Recipe:
     fields = dict(fields)
     vision = build.VisionShape(**fields.pop("vision", {}))
     known = {f.name for f in dataclasses.fields(Recipe)}
+    if fields.get("stage2_families") is not None:
+        fields["stage2_families"] = tuple(fields["stage2_families"])
     return Recipe(vision=vision, **{k: v for k, v in fields.items() if k in known})
+
+
+def recipe_with(recipe: Recipe, settings: dict[str, str]) -> Recipe:
+    """``recipe`` with fields set from text (``{"lora_rank": "64", "vision.layers": "6",
+    "stage2_families": "caption,counting"}``), each converted to the field's type; unknown fields and values
+    that do not convert are refused with the list of fields."""
+    fields = dataclasses.asdict(recipe)
+    names = sorted([f.name for f in dataclasses.fields(Recipe) if f.name != "vision"]
+                   + [f"vision.{f.name}" for f in dataclasses.fields(build.VisionShape)])
+    for key, text in settings.items():
+        where, name = (fields["vision"], key.split(".", 1)[1]) if key.startswith("vision.") else (fields, key)
+        if key not in names:
+            raise ValueError(f"unknown recipe field {key!r}; the fields: {', '.join(names)}")
+        if name == "stage2_families":
+            value = None if text.lower() == "none" else tuple(f.strip() for f in text.split(",") if f.strip())
+            unknown = set(value or ()) - set(scenes.FAMILIES)
+            if unknown:
+                raise ValueError(f"unknown question family {sorted(unknown)}; known: {', '.join(scenes.FAMILIES)}")
+        else:
+            kind = type(where[name])
+            try:
+                value = (text.lower() in ("1", "true", "yes")) if kind is bool else kind(text)
+            except ValueError:
+                raise ValueError(f"recipe field {key} takes a {kind.__name__}, got {text!r}") from None
+        where[name] = value
+    return recipe_from_dict(fields)
 
 
 def add_lora(model, recipe: Recipe, seed: int = 0):
@@ -103,6 +132,24 @@ def add_lora(model, recipe: Recipe, seed: int = 0):
 
 def lora_config_dict(recipe: Recipe) -> dict:
     return {"r": recipe.lora_rank, "lora_alpha": recipe.lora_alpha, "target_modules": LORA_TARGETS}
+
+
+def branch(from_run, out_dir, log=print) -> None:
+    """Start ``out_dir`` from ``from_run``'s end of stage 1 (its tower and its stage-1 state), so that a
+    stage-2 variant skips stages 0 and 1; the variant's recipe must keep their fields."""
+    source, out = Path(from_run), Path(out_dir)
+    needed = [source / pretrain.TOWER_FILE, source / "state_stage1.safetensors"]
+    missing = [str(f) for f in needed if not f.exists()]
+    if missing:
+        raise FileNotFoundError(f"cannot branch from {source}: {', '.join(missing)} missing (a run that finished "
+                                f"stage 1 has both)")
+    if (out / "state.safetensors").exists():
+        raise FileExistsError(f"{out} already has a training state; branch into a new --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(needed[0], out / pretrain.TOWER_FILE)
+    shutil.copyfile(needed[1], out / "state.safetensors")
+    shutil.copyfile(needed[1], out / "state_stage1.safetensors")
+    log(f"branched from {source} at the end of stage 1")
 
 
 def train(out_dir, seed: int = 0, minutes: float | None = None, recipe: Recipe | None = None,
@@ -193,7 +240,8 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
                 log(f"stage 2 from step {step}: LoRA rank {recipe.lora_rank} on the language model")
             rng = np.random.default_rng([seed, step])  # one stream per step: reproducible across resumes
             batch = encoder.batch(rng, [scenes.make_scene(rng) for _ in range(recipe.batch_size)],
-                                  max_turns=recipe.max_turns)
+                                  max_turns=recipe.max_turns,
+                                  families=recipe.stage2_families if step >= recipe.stage1_steps else None)
             batch = {k: v.to(device) for k, v in batch.items()}
             lr = lr_at(recipe, step)
             loss = _train_step(model, optimizer, batch, lr, recipe)
