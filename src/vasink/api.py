@@ -140,7 +140,8 @@ def enable(model: nn.Module, config: VARConfig | None = None, *, intervention=No
 
         if intervention is not None:
             raise ValueError(f"intervention is VAR's analysis rule; {type(config).__name__} takes none")
-        handle = PeerHandle(model, config, HANDLE_ATTR)  # checks the config; the model is not changed yet
+        # checks the config; the model is not changed yet
+        handle = PeerHandle(model, config, HANDLE_ATTR, getattr(existing, "original_implementation", None))
         if existing is not None:
             existing.disable()
         return handle.attach()
@@ -173,12 +174,15 @@ def var(model: nn.Module, config: VARConfig | None = None, *, intervention=None)
     try:
         yield handle
     finally:
-        if not handle.active:
+        # the model's handle now: a nested block that switched methods leaves a new one (peers' handles are new
+        # objects), the same one when it reconfigured VAR
+        current = getattr(unwrap_compiled(model), HANDLE_ATTR, None)
+        if current is None or not current.active:
             pass  # the block switched VAR off itself: leave it off
         elif restore is not None:
             enable(model, restore[0], intervention=restore[1])
         else:
-            handle.disable()
+            current.disable()
 
 
 @torch.no_grad()

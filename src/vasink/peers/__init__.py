@@ -22,7 +22,7 @@ from .config import PAIConfig, VAFConfig, VCDConfig, scaled_layers
 
 METHODS = {"base": None, "var": VARConfig, "pai": PAIConfig, "vaf": VAFConfig, "vcd": VCDConfig}
 
-# generate() keywords of each method's official evaluation scripts (docs/peers.md#decoding)
+# generate() keywords of each method's official evaluation scripts (docs/peers.md#using-them)
 OFFICIAL_DECODING = {
     "base": {"do_sample": False, "num_beams": 1},
     "var": {"do_sample": False, "num_beams": 1},

@@ -19,10 +19,11 @@ class PeerHandle:
 
     intervention = None  # VARHandle's analysis rule; peers take none
 
-    def __init__(self, model: nn.Module, config, handle_attr: str):
+    def __init__(self, model: nn.Module, config, handle_attr: str, original_implementation: str | None = None):
+        """``original_implementation``: the model's own attention, when another vasink handle has replaced it."""
         self.model, self.handle_attr = model, handle_attr
         self.adapter = adapter_for(model)
-        self.original_implementation = self.adapter.text_config(model)._attn_implementation
+        self.original_implementation = original_implementation or self.adapter.text_config(model)._attn_implementation
         self.check(config)
         self.config = config
         self.state: attention.PeerState | None = None

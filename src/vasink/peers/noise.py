@@ -23,8 +23,14 @@ def alpha_bar(step: int) -> float:
 
 def noised_pixels(pixels: torch.Tensor, step: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """``pixels`` diffused to ``step``; eps is drawn in float32 on the CPU (from ``generator`` when given) so a
-    seed gives the same noise on every device. Returned in ``pixels``' dtype and device."""
+    seed gives the same noise on every device. Returned in ``pixels``' dtype and device.
+
+    An all-zero image (``pixels`` of 4 or more dims: the last three are one image) is a batch's padding
+    (Idefics3 and SmolVLM drop such images by that test): it stays zero."""
     eps = torch.randn(pixels.shape, generator=generator, dtype=torch.float32)
     abar = alpha_bar(step)
     noised = abar ** 0.5 * pixels.float() + (1 - abar) ** 0.5 * eps.to(pixels.device)
+    if pixels.dim() >= 4:
+        padding = (pixels == 0).flatten(-3).all(-1)  # (...,) one flag per image
+        noised = noised.masked_fill(padding[..., None, None, None], 0.0)
     return noised.to(pixels.dtype)
