@@ -25,9 +25,10 @@ import dataclasses
 import difflib
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: `vasink --help` builds the parsers without it
+    import torch
 
 DECODINGS = ("greedy", "sample", "official")
 
@@ -297,10 +298,14 @@ class SeededSampler:
     and top-p) and returns logits with only the drawn token finite, so that greedy search takes it."""
 
     def __init__(self, decoding: Decoding, row_seeds: list[int]):
+        import torch
+
         self.decoding = decoding
         self.generators = [torch.Generator().manual_seed(s) for s in row_seeds]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+
         d = self.decoding
         logits = scores.float() / d.temperature  # (B, V)
         if d.top_k:
