@@ -184,3 +184,20 @@ def test_fused_kernel_rows_whose_visual_keys_are_all_sinks(compat, rho):
     torch.testing.assert_close(got[0][valid[0]], stock[0][valid[0]], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got[valid], want[valid], rtol=1e-5, atol=1e-5)
     assert (want[1] - stock[1]).abs().max() > 1e-2, "sample 1 must change"
+
+
+@pytest.mark.parametrize("compat", ["paper", "released-code"])
+def test_fused_kernel_when_the_unpadded_sample_has_fewer_sinks(compat):
+    """The mixed batch of the CPU test above through the Triton kernel: each sample against the loop oracle."""
+    pytest.importorskip("triton")
+    import vasink.fused_attention as fused
+
+    q, k, v, mask, plan, valid = planned_case(pads=[0, 3], sinks=[[0, 6], [0, 6, 9, 11]])
+    config = CONFIG.replace(compat=compat, rho=0.5, p=0.6, min_visual_attention=0.05)
+    want = oracle_output(q, k, v, mask, plan, config)
+    q, k, v, mask = (t.to(DEVICE) for t in (q, k, v, mask))
+    allowed = allowed_keys(mask, q.shape[2], k.shape[2], q.device)
+    got = fused.fused_var_attention(q, k, v, allowed, q.shape[-1] ** -0.5, plan.to(DEVICE), config).cpu()
+    torch.testing.assert_close(got[valid], want[valid], rtol=1e-5, atol=1e-5)
+    stock = plain_output(*(t.cpu() for t in (q, k, v, mask)))
+    assert (want[0] - stock[0]).abs().max() > 1e-2 and (want[1] - stock[1]).abs().max() > 1e-2, "both samples change"

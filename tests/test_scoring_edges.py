@@ -96,33 +96,38 @@ def test_sentence_opening_article_alone_is_not_an_option():
 # -- bootstrap: resamples whose metric is NaN ----------------------------------------------------------------------
 
 
-def _precision(d):
-    said = d["said"].sum(-1)
-    return {"precision": d["tp"].sum(-1) / np.where(said > 0, said, np.nan)}  # NaN where a resample said no yes
+def _flagged_mean(d):
+    flagged = d["flag"].sum(-1)
+    return {"mean": (d["flag"] * d["score"]).sum(-1) / np.where(flagged > 0, flagged, np.nan)}  # NaN: none flagged
 
 
-def test_paired_bootstrap_drops_nan_resamples_and_keeps_the_rest():
-    """Few "yes" answers: some resamples hold none and their precision is NaN. The interval is the percentile
-    interval of the finite deltas, replayed here from the same generator."""
-    base = {"said": np.array([1, 0, 0, 0, 0, 0], float), "tp": np.array([1, 0, 0, 0, 0, 0], float)}
-    other = {"said": np.array([1, 1, 0, 0, 0, 0], float), "tp": np.array([1, 0, 0, 0, 0, 0], float)}
-    resamples, seed = 400, 3
-    got = paired_bootstrap(_precision, base, other, resamples=resamples, seed=seed, level=0.9)
+@pytest.mark.parametrize("max_elements", [1 << 22, 8 * 7])  # one chunk; chunks of 7 resamples (one RNG stream)
+def test_paired_bootstrap_drops_nan_resamples_and_keeps_the_rest(max_elements):
+    """A mean over flagged units, few of them flagged: some resamples hold none and their metric is NaN. The
+    interval is the percentile interval of the finite deltas, replayed here from the same generator."""
+    score = np.array([0.9, 0.1, 0.35, 0.72, 0.05, 0.6, 0.27, 0.44])
+    base = {"flag": np.array([1, 0, 0, 0, 1, 0, 0, 0], float), "score": score}
+    other = {"flag": np.array([1, 1, 0, 0, 0, 0, 1, 0], float), "score": score + 0.1 * np.arange(8) / 8}
+    resamples, seed, n = 400, 3, 8
+    got = paired_bootstrap(_flagged_mean, base, other, resamples=resamples, seed=seed, level=0.9,
+                           max_elements=max_elements)
 
-    index = np.random.default_rng(seed).integers(0, 6, size=(resamples, 6))
+    index = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     deltas = []
     for row in index:
-        b_said, o_said = base["said"][row].sum(), other["said"][row].sum()
-        if b_said == 0 or o_said == 0:
-            continue  # a NaN metric: no delta
-        deltas.append(other["tp"][row].sum() / o_said - base["tp"][row].sum() / b_said)
+        means = []
+        for arm in (base, other):
+            flagged = [j for j in row if arm["flag"][j]]
+            means.append(sum(arm["score"][j] for j in flagged) / len(flagged) if flagged else math.nan)
+        if all(math.isfinite(m) for m in means):  # a NaN metric: no delta
+            deltas.append(means[1] - means[0])
     assert 0 < len(deltas) < resamples, "the fixture must give some NaN resamples and some finite ones"
     want = (float(np.percentile(deltas, 5)), float(np.percentile(deltas, 95)))
-    assert got["precision"] == pytest.approx(want)
-    assert all(math.isfinite(x) for x in got["precision"])
+    assert got["mean"] == pytest.approx(want)
+    assert all(math.isfinite(x) for x in got["mean"])
 
 
 def test_paired_bootstrap_all_nan_gives_nan_interval():
-    never = {"said": np.zeros(4), "tp": np.zeros(4)}
-    got = paired_bootstrap(_precision, never, never, resamples=50, level=[0.9, 0.95])
-    assert all(math.isnan(x) for interval in got["precision"] for x in interval)
+    never = {"flag": np.zeros(4), "score": np.ones(4)}
+    got = paired_bootstrap(_flagged_mean, never, never, resamples=50, level=[0.9, 0.95])
+    assert all(math.isnan(x) for interval in got["mean"] for x in interval)
