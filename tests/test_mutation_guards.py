@@ -201,3 +201,33 @@ def test_fused_kernel_when_the_unpadded_sample_has_fewer_sinks(compat):
     torch.testing.assert_close(got[valid], want[valid], rtol=1e-5, atol=1e-5)
     stock = plain_output(*(t.cpu() for t in (q, k, v, mask)))
     assert (want[0] - stock[0]).abs().max() > 1e-2 and (want[1] - stock[1]).abs().max() > 1e-2, "both samples change"
+
+
+def decode_rows(q, mask, plan, rows):
+    """The last ``rows`` queries of a prefill case, as a decode call sees them (keys: the whole sequence)."""
+    return (q[:, :, -rows:], mask[:, :, -rows:],
+            LayerPlan(plan.visual_keys, plan.sink_keys, plan.eligible_queries[:, -rows:]))
+
+
+@pytest.mark.parametrize("compat, rho", [("paper", 0.0), ("released-code", 1.0)])
+def test_fused_kernel_decode_rows_whose_visual_keys_are_all_sinks(compat, rho):
+    """The decode step (one query per sample, with and without a mask) in the same all-sinks batch."""
+    pytest.importorskip("triton")
+    import vasink.fused_attention as fused
+
+    q, k, v, mask, plan, _ = planned_case(pads=[2, 0], sinks=[[0, *range(4, 16)], [0, 6, 11]])
+    q, mask, plan = decode_rows(q, mask, plan, 1)
+    config = CONFIG.replace(compat=compat, rho=rho, p=0.6, min_visual_attention=0.0)
+    want, stock = oracle_output(q, k, v, mask, plan, config), plain_output(q, k, v, mask)
+    device_plan = plan.to(DEVICE)
+    for allowed in (allowed_keys(mask, 1, k.shape[2], q.device), None):  # None: causal, the query is the last key
+        if allowed is None:
+            device_plan = LayerPlan(plan.visual_keys[1:], plan.sink_keys[1:], plan.eligible_queries[1:]).to(DEVICE)
+        batch = slice(None) if allowed is not None else slice(1, None)  # no mask: the unpadded sample only
+        got = fused.fused_var_attention(*(t[batch].to(DEVICE) for t in (q, k, v)),
+                                        None if allowed is None else allowed.to(DEVICE), q.shape[-1] ** -0.5,
+                                        device_plan, config).cpu()
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want[batch], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(want[0], stock[0], rtol=0, atol=0)  # sample 0: nothing moves
+    assert (want[1] - stock[1]).abs().max() > 1e-2, "sample 1 must change"
