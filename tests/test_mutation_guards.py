@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import DEVICE, SinkPlanter, batch_inputs, prompt_ids, tiny_llava
 from test_redistribute import loop_oracle
-from test_var_model import CONFIG, logits
+from test_var_model import CONFIG, generate, logits
 
 import vasink
 from vasink.attention import allowed_keys, correct_eligible_rows, cpu_attention_with_lse
@@ -99,13 +99,14 @@ def test_model_cpu_fast_path_equals_reference_in_released_code_mode():
     config = CONFIG.replace(compat="released-code", rho=0.5, p=0.6)
     base = logits(model, inputs)
     with vasink.var(model, config):
-        fast = logits(model, inputs)
+        fast, fast_tokens = logits(model, inputs), generate(model, inputs, new=4)  # prefill and decode rows
     with vasink.var(model, config.replace(implementation="reference")):
-        reference = logits(model, inputs)
+        reference, reference_tokens = logits(model, inputs), generate(model, inputs, new=4)
     planter.remove()
     real = inputs["attention_mask"].bool()
     assert (fast - base)[real].abs().max() > 1e-3
     torch.testing.assert_close(fast[real], reference[real], rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast_tokens, reference_tokens)
 
 
 # -- 2. a mixed batch: the sample with fewer sinks is not the padded one ---------------------------------------
