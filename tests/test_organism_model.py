@@ -184,5 +184,5 @@ def test_the_demo_answers_as_the_checkpoint_does(tmp_path, capsys):
     for index, scene in enumerate(scenes.sample("test", 2, seed=0)):
         question, truth, _ = pick_question(scene, index)
         expected = measure.answer(model, processor, [scene.image], [question], max_new_tokens=8)[0]
-        shown = next(line for line in lines if line.startswith(f"[{index}]"))
-        assert f"VAR off {expected!r}" in shown
+        at = next(k for k, line in enumerate(lines) if line.startswith(f"[{index}]"))
+        assert question in lines[at] and f"truth {truth!r}  VAR off {expected!r}" in lines[at + 1]
