@@ -63,13 +63,20 @@ def make_processor(tokenizer):
         num_additional_image_tokens=1)
 
 
-def make_config(text_config, processor, shape: VisionShape = VisionShape()):
-    from transformers import CLIPVisionConfig, LlavaConfig
+def vision_config(shape: VisionShape = VisionShape()):
+    """The CLIP vision tower's config for ``shape`` (the organism's LLaVA and stage 0 build it from this)."""
+    from transformers import CLIPVisionConfig
 
-    vision = CLIPVisionConfig(
+    return CLIPVisionConfig(
         hidden_size=shape.width, intermediate_size=shape.mlp, num_hidden_layers=shape.layers,
         num_attention_heads=shape.heads, image_size=scenes.IMAGE_SIZE, patch_size=PATCH_SIZE,
         projection_dim=shape.width)
+
+
+def make_config(text_config, processor, shape: VisionShape = VisionShape()):
+    from transformers import LlavaConfig
+
+    vision = vision_config(shape)
     text = text_config.to_dict()
     text["vocab_size"] = len(processor.tokenizer)
     return LlavaConfig(

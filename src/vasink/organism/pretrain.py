@@ -174,14 +174,10 @@ EVAL_SCENES = 256
 
 def make_tower(shape: build.VisionShape, seed: int) -> nn.Module:
     """A fresh CLIP vision tower of the organism's shape (the class and config LLaVA builds it from)."""
-    from transformers import AutoModel, CLIPVisionConfig
+    from transformers import AutoModel
 
-    config = CLIPVisionConfig(
-        hidden_size=shape.width, intermediate_size=shape.mlp, num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads, image_size=scenes.IMAGE_SIZE, patch_size=build.PATCH_SIZE,
-        projection_dim=shape.width)
     torch.manual_seed(seed)
-    return AutoModel.from_config(config)
+    return AutoModel.from_config(build.vision_config(shape))
 
 
 def run(out, seed: int, recipe, log, device: torch.device, deadline: float | None = None) -> bool:
