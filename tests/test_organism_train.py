@@ -132,12 +132,14 @@ def test_patch_labels_mark_the_patches_an_object_box_covers():
 
     obj = scenes.SceneObject("star", "red", (8, 8, 20, 30))  # covers patch columns 1 (8 px) and 2 (4 px of 8)
     scene = scenes.Scene(image=None, objects=[obj])
-    shape, colour = pretrain.patch_labels(scene)
+    shape, colour, centre = pretrain.patch_labels(scene)
     grid = shape.reshape(8, 8)
     star = 1 + scenes.SHAPES.index("star")
     # rows 1-2 fully, row 3 by 6 px (>= 1/4 of the patch); column 1 fully, column 2 by 4 px x 8 = 32 px (1/2)
     assert grid[1:4, 1:3].tolist() == [[star, star]] * 3
     assert grid.sum() == star * 6 and (colour.reshape(8, 8)[1:4, 1:3] == 1 + list(scenes.COLORS).index("red")).all()
+    # every covered patch names the box centre (14, 19): column 14 // 8 = 1, row 19 // 8 = 2; background -1
+    assert set(centre[shape > 0].tolist()) == {2 * 8 + 1} and (centre[shape == 0] == -1).all()
     # a sliver of 1 px x 8 px = 8 px (< 16) does not count
     edge = scenes.Scene(image=None, objects=[scenes.SceneObject("bar", "blue", (15, 0, 24, 8))])
     assert pretrain.patch_labels(edge)[0].reshape(8, 8)[0].tolist() == [0, 0, 1 + scenes.SHAPES.index("bar")] + [0] * 5

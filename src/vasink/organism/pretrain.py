@@ -9,9 +9,11 @@ LLaVA's projector reads, ``vision_feature_layer=-1``, CLS dropped):
   circle at the top left , ...") read by a small CLIP text encoder (transformers' ``CLIPTextModel``) over the
   descriptions' word vocabulary, with CLIP's symmetric cross-entropy and learned temperature;
 - **dense labels** per patch: whether an object's box covers at least a quarter of the patch, and on those
-  object patches the object's shape and colour (so every patch of an object must know the whole object: shape
-  identity is not visible in one 8x8 corner; the shape and colour losses are averaged over object patches
-  only, so that the easy background patches, about three quarters, do not dilute them);
+  object patches the object's shape, colour and where its centre lies (column and row of the 8x8 grid) (so
+  every patch of an object must know the whole object: shape identity is not visible in one 8x8 corner, and
+  "left of" / "above" need the object's place in the token itself, not only in its sequence position; these
+  losses are averaged over object patches only, so that the easy background patches, about three quarters,
+  do not dilute them);
 - **scene labels** from the mean patch token: which shapes are present (multi-label) and the object count.
 
 The heads and the text encoder are thrown away after this stage; only the tower goes on. Nothing here touches
@@ -43,10 +45,13 @@ def description_ids(scene: scenes.Scene) -> list[int]:
     return [_WORD_ID[w] for w in scene.description().split()] + [EOS]
 
 
-def patch_labels(scene: scenes.Scene) -> tuple[np.ndarray, np.ndarray]:
-    """``(shape, colour)`` class per patch, row-major as the visual tokens: (GRID*GRID,) each, 0 = background."""
+def patch_labels(scene: scenes.Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(shape, colour, centre)`` per patch, row-major as the visual tokens: (GRID*GRID,) each. Shape and colour
+    are classes, 0 = background; ``centre`` is the grid cell (row * GRID + column) of the covering object's box
+    centre, -1 on background."""
     shape = np.zeros((GRID, GRID), dtype=np.int64)
     colour = np.zeros((GRID, GRID), dtype=np.int64)
+    centre = np.full((GRID, GRID), -1, dtype=np.int64)
     cover = np.zeros((GRID, GRID), dtype=np.int64)
     p = build.PATCH_SIZE
     for obj in scene.objects:
@@ -59,7 +64,9 @@ def patch_labels(scene: scenes.Scene) -> tuple[np.ndarray, np.ndarray]:
                     cover[r, c] = area
                     shape[r, c] = 1 + scenes.SHAPES.index(obj.shape)
                     colour[r, c] = 1 + list(scenes.COLORS).index(obj.color)
-    return shape.reshape(-1), colour.reshape(-1)
+                    cx, cy = obj.center
+                    centre[r, c] = min(int(cy) // p, GRID - 1) * GRID + min(int(cx) // p, GRID - 1)
+    return shape.reshape(-1), colour.reshape(-1), centre.reshape(-1)
 
 
 def targets(scene_list: list[scenes.Scene]) -> dict[str, torch.Tensor]:
@@ -78,6 +85,7 @@ def targets(scene_list: list[scenes.Scene]) -> dict[str, torch.Tensor]:
         "pixel_values": data.pixels([s.image for s in scene_list]),              # (B, 3, 64, 64)
         "patch_shape": torch.from_numpy(np.stack([lab[0] for lab in labels])),  # (B, 64)
         "patch_colour": torch.from_numpy(np.stack([lab[1] for lab in labels])),  # (B, 64)
+        "patch_centre": torch.from_numpy(np.stack([lab[2] for lab in labels])),  # (B, 64), -1 on background
         "count": torch.tensor([len(s.objects) for s in scene_list]),            # (B,)
         "presence": presence,                                                    # (B, 8)
         "caption_ids": caption_ids,                                              # (B, L)
@@ -96,6 +104,8 @@ class Pretrainer(nn.Module):
         self.object_head = nn.Linear(width, 1)
         self.shape_head = nn.Linear(width, len(scenes.SHAPES) + 1)
         self.colour_head = nn.Linear(width, len(scenes.COLORS) + 1)
+        self.column_head = nn.Linear(width, GRID)   # the covering object's centre column, on object patches
+        self.row_head = nn.Linear(width, GRID)      # ... and row
         self.count_head = nn.Linear(width, len(scenes.NUMBER_WORDS))
         self.presence_head = nn.Linear(width, len(scenes.SHAPES))
         self.text = CLIPTextModel(CLIPTextConfig(
@@ -129,6 +139,8 @@ class Pretrainer(nn.Module):
                 self.object_head(tokens).squeeze(-1), on_object.float()),
             "shape": ce(shape_logits[on_object], batch["patch_shape"][on_object]),
             "colour": ce(colour_logits[on_object], batch["patch_colour"][on_object]),
+            "place": (ce(self.column_head(tokens)[on_object], batch["patch_centre"][on_object] % GRID)
+                      + ce(self.row_head(tokens)[on_object], batch["patch_centre"][on_object] // GRID)),
             "count": ce(count_logits, batch["count"]),
             "presence": nn.functional.binary_cross_entropy_with_logits(presence_logits, batch["presence"]),
             "contrast": image_text_contrastive_loss(similarity),
@@ -147,6 +159,9 @@ class Pretrainer(nn.Module):
         shape_ok = self.shape_head(tokens).argmax(-1) == batch["patch_shape"]
         colour_ok = self.colour_head(tokens).argmax(-1) == batch["patch_colour"]
         object_ok = (self.object_head(tokens).squeeze(-1) > 0) == on_object
+        centre = batch["patch_centre"]
+        place_ok = ((self.column_head(tokens).argmax(-1) == centre % GRID)
+                    & (self.row_head(tokens).argmax(-1) == centre // GRID))
         presence = (self.presence_head(pooled) > 0).float()
         text = self.text(input_ids=batch["caption_ids"],
                          attention_mask=(batch["caption_ids"] != PAD).long()).pooler_output
@@ -157,6 +172,7 @@ class Pretrainer(nn.Module):
         return {
             "object_patch_shape_acc": shape_ok[on_object].float().mean().item(),
             "object_patch_colour_acc": colour_ok[on_object].float().mean().item(),
+            "object_patch_place_acc": place_ok[on_object].float().mean().item(),
             "objectness_acc": object_ok.float().mean().item(),
             "count_acc": (self.count_head(pooled).argmax(-1) == batch["count"]).float().mean().item(),
             "shape_set_acc": (presence == batch["presence"]).all(-1).float().mean().item(),

@@ -43,11 +43,14 @@ class Recipe:
     pretrain_batch: int = 64
     pretrain_lr: float = 1e-3
     stage1_steps: int = 100        # frozen LM: the projector (and the tower unless freeze_tower)
-    stage2_steps: int = 900        # + LoRA on the LM
+    stage2_steps: int = 1200       # + LoRA on the LM
     freeze_tower: bool = True      # after stage 0 the tower stays as pretrained (LLaVA keeps CLIP frozen)
     batch_size: int = 8
     max_turns: int = 3             # questions of one scene per training sequence
     stage2_families: tuple[str, ...] | None = None  # stage 2 asks only these families (None: all), e.g. ("caption",)
+    # how often a scene's question of a family is drawn into a dialogue, relative to 1 (the families not named):
+    # a scene has six existence questions but one attribute and at most two spatial ones
+    family_weights: dict[str, float] = field(default_factory=lambda: {"attribute": 4.0, "spatial": 3.0})
     lr: float = 1e-3               # stage 1 (projector, and tower unless frozen)
     stage2_lr: float = 2e-4        # stage 2 (LoRA and the projector)
     lora_rank: int = 16
@@ -81,6 +84,7 @@ def _cosine(recipe: Recipe, base: float, s: int, steps: int) -> float:
 
 def recipe_from_dict(fields: dict) -> Recipe:
     fields = dict(fields)
+    fields.setdefault("family_weights", {})  # recipes written before the field drew every family alike
     vision = build.VisionShape(**fields.pop("vision", {}))
     known = {f.name for f in dataclasses.fields(Recipe)}
     if fields.get("stage2_families") is not None:
@@ -99,7 +103,9 @@ def recipe_with(recipe: Recipe, settings: dict[str, str]) -> Recipe:
         where, name = (fields["vision"], key.split(".", 1)[1]) if key.startswith("vision.") else (fields, key)
         if key not in names:
             raise ValueError(f"unknown recipe field {key!r}; the fields: {', '.join(names)}")
-        if name == "stage2_families":
+        if name == "family_weights":
+            value = _family_weights(text)
+        elif name == "stage2_families":
             value = None if text.lower() == "none" else tuple(f.strip() for f in text.split(",") if f.strip())
             unknown = set(value or ()) - set(scenes.FAMILIES)
             if unknown:
@@ -112,6 +118,24 @@ def recipe_with(recipe: Recipe, settings: dict[str, str]) -> Recipe:
                 raise ValueError(f"recipe field {key} takes a {kind.__name__}, got {text!r}") from None
         where[name] = value
     return recipe_from_dict(fields)
+
+
+def _family_weights(text: str) -> dict[str, float]:
+    """``"attribute=4,spatial=3"`` -> ``{"attribute": 4.0, "spatial": 3.0}`` ("none": every family weighs 1)."""
+    if text.strip().lower() == "none":
+        return {}
+    weights = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        family, _, value = part.partition("=")
+        if family.strip() not in scenes.FAMILIES:
+            raise ValueError(f"unknown question family {family.strip()!r}; known: {', '.join(scenes.FAMILIES)}")
+        try:
+            weights[family.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"family_weights takes FAMILY=NUMBER pairs, got {part!r}") from None
+        if not weights[family.strip()] > 0:
+            raise ValueError(f"family weight {part!r} must be positive")
+    return weights
 
 
 def add_lora(model, recipe: Recipe, seed: int = 0):
@@ -241,7 +265,8 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
             rng = np.random.default_rng([seed, step])  # one stream per step: reproducible across resumes
             batch = encoder.batch(rng, [scenes.make_scene(rng) for _ in range(recipe.batch_size)],
                                   max_turns=recipe.max_turns,
-                                  families=recipe.stage2_families if step >= recipe.stage1_steps else None)
+                                  families=recipe.stage2_families if step >= recipe.stage1_steps else None,
+                                  weights=recipe.family_weights)
             batch = {k: v.to(device) for k, v in batch.items()}
             lr = lr_at(recipe, step)
             loss = _train_step(model, optimizer, batch, lr, recipe)
