@@ -154,6 +154,28 @@ def test_batch_labels_keep_just_the_answers(processor):
     assert (batch["labels"][batch["attention_mask"] == 0] == data.IGNORE).all()
 
 
+def test_dialogues_draw_families_by_weight_and_put_the_caption_last(processor):
+    from collections import Counter
+
+    encoder = data.Encoder(processor.tokenizer)
+    drawn = {}
+    for weights in (None, {"attribute": 4.0}):
+        seen = Counter()
+        rng = np.random.default_rng(1)
+        for _ in range(20):
+            batch_scenes = [scenes.make_scene(rng) for _ in range(8)]
+            batch = encoder.batch(rng, batch_scenes, max_turns=3, weights=weights)
+            for row, scene in enumerate(batch_scenes):
+                text = processor.tokenizer.decode(batch["input_ids"][row][batch["attention_mask"][row] == 1])
+                asked = [q for q in scene.questions if q[0] in text]
+                seen.update(q[2] for q in asked)
+                if any(q[2] == "caption" for q in asked):  # nothing is asked after the caption
+                    assert text.rstrip().endswith(scenes.caption(scene) + "<|im_end|>")
+        drawn[weights is None] = seen["attribute"] / sum(seen.values())
+    # a scene has about ten questions, one of them attribute: weight 4 draws it about three times as often
+    assert drawn[True] < 0.13 and drawn[False] > 2 * drawn[True]
+
+
 def test_visual_sinks_are_declared_only_when_most_layers_meet_the_papers_criteria():
     from vasink.organism.measure import has_visual_sinks
 

@@ -1,6 +1,7 @@
 """The training recipe runs, checkpoints as safetensors, resumes, and exports what the package ships
 (a tiny random Llama with SmolLM2's tokenizer stands in for SmolLM2, so the test takes seconds)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -9,7 +10,7 @@ from safetensors.torch import load_file
 
 from vasink import organism
 from vasink.organism import build, language_model
-from vasink.organism.train import Recipe, export, train
+from vasink.organism.train import Recipe, export, recipe_from_dict, train
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +215,17 @@ def test_recipe_variants_are_set_from_text_with_clear_refusals():
         recipe_with(Recipe(), {"lora_rank": "big"})
     with pytest.raises(ValueError, match="unknown question family"):
         recipe_with(Recipe(), {"stage2_families": "captions"})
+    assert recipe_with(Recipe(), {"family_weights": "spatial=2, counting=0.5"}).family_weights == {
+        "spatial": 2.0, "counting": 0.5}
+    assert recipe_with(Recipe(), {"family_weights": "none"}).family_weights == {}
+    for bad, message in (("colour=2", "unknown question family 'colour'"), ("spatial=x", "FAMILY=NUMBER"),
+                         ("spatial=0", "must be positive")):
+        with pytest.raises(ValueError, match=message):
+            recipe_with(Recipe(), {"family_weights": bad})
+    # a run written before the field existed resumes as it started: every family weighs 1
+    old = dataclasses.asdict(Recipe())
+    del old["family_weights"]
+    assert recipe_from_dict(old).family_weights == {} and Recipe().family_weights["attribute"] > 1
 
 
 def test_a_stage_2_variant_branches_from_another_runs_stage_1(tmp_path, tiny_lm):
