@@ -10,6 +10,11 @@ Both change pre-softmax logits ``z = q.k * scaling`` of one layer, never the wei
   (prefill) and every decode row. ``(q . k_j) * c_j = q . (c_j k_j)``: it is the stock kernel over keys scaled
   per position, no weights materialized.
 
+Weights: when the caller reads them (``output_attentions=True``, or a model loaded with eager attention) every
+layer runs transformers' eager attention and returns its post-softmax weights (B, H, Q, K), the edited rows
+being the ones the output was computed from (PAI's recomputed last row, VAF's rows over the scaled keys).
+Otherwise the fast path above runs and the weights are None, as SDPA's.
+
 Image keys are every token the vision features replace (the adapter's placeholder mask: LLaVA-NeXT's row
 newlines included, wrapper tokens such as ``<|vision_start|>`` not), found from ``input_ids`` at prefill.
 """
@@ -94,30 +99,41 @@ def peer_attention_forward(module: nn.Module, query, key, value, attention_mask,
         raise RuntimeError(f"attention implementation {ATTENTION_NAME!r} reached a module vasink.enable did not "
                            "prepare; switch methods with vasink.enable / vasink.disable")
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+    stock = _Stock(state, key, weights_wanted(state, kwargs))
     if state.bypass or not state.any_image or module.layer_idx not in state.modified_layers:
-        return stock_attention(module, query, key, value, attention_mask, scaling, dropout, _Stock(state, key),
-                               **kwargs)
+        return stock_attention(module, query, key, value, attention_mask, scaling, dropout, stock, **kwargs)
     if attention_mask is None and key.shape[2] > state.num_keys:  # a static cache's empty slots, unmasked
         attention_mask = causal_keys(query.shape[2], key.shape[2], state.num_keys - query.shape[2], query.device)
     if isinstance(state.config, PAIConfig):
-        return pai_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
-    return vaf_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
+        return pai_attention(module, query, key, value, attention_mask, scaling, dropout, state, stock, **kwargs)
+    return vaf_attention(module, query, key, value, attention_mask, scaling, dropout, state, stock, **kwargs)
+
+
+def weights_wanted(state: PeerState, kwargs: dict) -> bool:
+    """Whether the caller reads the attention weights: an eager model always returns them (transformers' eager
+    attention does), any model when called with ``output_attentions=True``."""
+    return state.original_implementation == "eager" or bool(kwargs.get("output_attentions"))
 
 
 class _Stock:
-    """What ``stock_attention`` reads of a state; a bypassed call (contrast pass) has its own sequence length."""
+    """What ``stock_attention`` reads of a state: the implementation to run (eager when the weights are read)
+    and the sequence length (a bypassed call, the contrast pass, has its own)."""
 
-    def __init__(self, state: PeerState, key: torch.Tensor):
-        self.original_implementation = state.original_implementation
+    def __init__(self, state: PeerState, key: torch.Tensor, weights: bool):
+        self.original_implementation = "eager" if weights else state.original_implementation
         self.num_keys = key.shape[2] if state.bypass else state.num_keys
+        self.weights = weights
 
 
-def pai_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs):
-    """Stock attention, then the last query row recomputed with ``z + alpha * |z|`` on its image keys."""
+def pai_attention(module, query, key, value, attention_mask, scaling, dropout, state, stock, **kwargs):
+    """Stock attention, then the last query row recomputed with ``z + alpha * |z|`` on its image keys; with
+    ``stock.weights``, the stock (eager) weights with that row replaced by the recomputed one."""
     batch, heads, num_queries, head_dim = query.shape
     num_keys = key.shape[2]
+    stock_weights = None
     if num_queries > 1:
-        out, _ = stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
+        out, stock_weights = stock_attention(module, query, key, value, attention_mask, scaling, dropout, stock,
+                                             **kwargs)
     else:
         out = query.new_empty(batch, 1, heads, head_dim)
     groups = heads // key.shape[1]
@@ -127,14 +143,20 @@ def pai_attention(module, query, key, value, attention_mask, scaling, dropout, s
     image = state.keys(state.image, num_keys)[:, None, None, :] & allowed  # (B, 1, 1, K)
     logits = torch.where(image, logits + state.config.alpha * logits.abs(), logits)
     logits = logits.masked_fill(~allowed, float("-inf"))
-    weights = F.softmax(logits, dim=-1)
+    weights = F.softmax(logits, dim=-1)  # (B, H, 1, K)
     out[:, -1:] = torch.matmul(weights, values).transpose(1, 2).to(out.dtype)  # (B, 1, H, hd)
-    return out, None
+    if not stock.weights:
+        return out, None
+    weights = weights.to(query.dtype)
+    if stock_weights is None:  # a decode step: its one row is the last
+        return out, weights
+    return out, torch.cat([stock_weights[:, :, :-1], weights], dim=2)  # (B, H, Q, K)
 
 
-def vaf_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs):
+def vaf_attention(module, query, key, value, attention_mask, scaling, dropout, state, stock, **kwargs):
     """The stock kernel over keys scaled per position (image x image_scale, system x system_scale) for VAF's
-    rows; the other rows keep the stock output."""
+    rows; the other rows keep the stock output. With ``stock.weights`` the kernel is eager and the weights of
+    the same rows are taken the same way."""
     num_queries, num_keys = query.shape[2], key.shape[2]
     config = state.config
     scale = torch.ones(key.shape[0], num_keys, dtype=torch.float32, device=key.device)
@@ -143,13 +165,16 @@ def vaf_attention(module, query, key, value, attention_mask, scaling, dropout, s
     scaled_key = (key.float() * scale[:, None, :, None]).to(key.dtype)  # (B, Hkv, K, hd)
     rows = state.rows  # (B, Q)
     if num_queries == 1 or bool(rows.all()):  # decode: every row
-        return stock_attention(module, query, scaled_key, value, attention_mask, scaling, dropout, state, **kwargs)
-    out, _ = stock_attention(module, query, key, value, attention_mask, scaling, dropout, state, **kwargs)
+        return stock_attention(module, query, scaled_key, value, attention_mask, scaling, dropout, stock, **kwargs)
+    out, weights = stock_attention(module, query, key, value, attention_mask, scaling, dropout, stock, **kwargs)
     if not bool(rows.any()):
-        return out, None
+        return out, weights
     first = int(rows.any(0).nonzero()[0])  # the first row any prompt of the batch edits
     allowed = allowed_keys(attention_mask, num_queries, num_keys, query.device)[:, :, first:]
-    edited, _ = stock_attention(module, query[:, :, first:], scaled_key, value, allowed, scaling, dropout,
-                                state, **kwargs)  # (B, Q - first, H, hd)
+    edited, edited_weights = stock_attention(module, query[:, :, first:], scaled_key, value, allowed, scaling,
+                                             dropout, stock, **kwargs)  # (B, Q - first, H, hd)
     out[:, first:] = torch.where(rows[:, first:, None, None], edited, out[:, first:])
-    return out, None
+    if weights is None:
+        return out, None
+    tail = torch.where(rows[:, None, first:, None], edited_weights, weights[:, :, first:])  # (B, H, Q - first, K)
+    return out, torch.cat([weights[:, :, :first], tail], dim=2)
