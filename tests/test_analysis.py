@@ -279,7 +279,7 @@ def test_ablations_heads_and_attention_end_to_end(setup, tmp_path):
                                   layers=[2, 3], heads=[0, 3], queries=(-1, -2), echo=lambda s: None)
     maps = json.loads((tmp_path / "attn" / "numbers.json").read_text())["maps"]
     assert len(maps) == 2 * 2 * 2
-    assert any(m["visual_sink_mass_after"] < m["visual_sink_mass_before"] for m in maps)
+    assert any(m["methods"]["VAR"]["visual_sink_mass"] < m["visual_sink_mass_before"] for m in maps)
     assert attention.read_text().count("data:image/png;base64,") == 2
 
     from vasink.analysis.findings import write_findings

@@ -8,6 +8,7 @@ from torch import nn
 from ..api import var
 from ..config import VARConfig
 from ..models import ImageGrid, adapter_for
+from .methods import attention_method
 
 
 def image_grids(model: nn.Module, inputs) -> list[list[ImageGrid]]:
@@ -21,14 +22,23 @@ def image_grids(model: nn.Module, inputs) -> list[list[ImageGrid]]:
 
 
 @torch.no_grad()
-def text_to_image_attention(model: nn.Module, inputs, config: VARConfig, *, var_on: bool, layers=None,
-                            heads=None, query: int = -1) -> torch.Tensor:
+def text_to_image_attention(model: nn.Module, inputs, config: VARConfig, *, var_on: bool = False, method=None,
+                            layers=None, heads=None, query: int = -1) -> torch.Tensor:
     """Attention of one query token to the first image's patches, ``(rows, cols)``, averaged over layers/heads.
 
     Uses the reference path (materialized weights) for one forward; ``var_on=False`` runs the same path
-    with nothing moved (p = 0), so both maps come from the same computation.
+    with nothing moved (p = 0), so both maps come from the same computation. ``method``: ``"var"`` (the same as
+    ``var_on=True``), ``"pai"``, ``"vaf"`` or a config of one of them: the attention with that method on, as
+    its own attention path computes it (PAI without its guidance, which changes logits, not attention). VCD
+    changes no attention and is refused (:func:`vasink.analysis.methods.attention_method`).
     """
-    run_config = config.replace(implementation="reference", **({} if var_on else {"p": 0.0 if config.compat == "paper" else 1.0}))
+    if var_on and method is not None:
+        raise ValueError("pass var_on=True or method=..., not both (var_on=True is method='var')")
+    if method is not None:
+        run_config = attention_method(method, config)
+    else:
+        run_config = config.replace(implementation="reference",
+                                    **({} if var_on else {"p": 0.0 if config.compat == "paper" else 1.0}))
     with var(model, run_config):
         out = model(**inputs, output_attentions=True)
     attentions = out.attentions  # tuple per layer of (B, H, Q, K)

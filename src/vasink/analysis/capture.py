@@ -1,14 +1,21 @@
 """One forward of one prompt, with everything the analyses read: phi, sinks, attention rows, value norms.
 
-    capture = capture_forward(model, inputs, config)            # stock weights, eager math
-    after = capture_forward(model, inputs, config, var_on=True)  # the same with VAR (reference path)
+    capture = capture_forward(model, inputs, config)                 # stock weights, eager math
+    after = capture_forward(model, inputs, config, var_on=True)       # the same with VAR (reference path)
+    pai = capture_forward(model, inputs, config, method="pai", stock_twin=True)
+    pai.weights - pai.stock_weights                                   # what PAI itself changed in each layer
 
 Hooks on the decoder layers read the hidden state entering each layer (phi, the sink-dimension
 evidence), the attention weights of the non-visual query rows (text-to-image maps, the head test) and,
 for the residual contribution, ``v_proj``'s output folded through ``o_proj`` into a per-token Gram
 matrix of the heads' value vectors (so no ``[queries, keys, hidden]`` tensor is ever built). No model
 code is forked: the weights come from transformers' own eager attention, or from vasink's reference
-path when VAR is on.
+path when VAR is on, or from PAI's / VAF's own attention paths (asked for the weights) when they are.
+
+Under a method, a wrapper registered at the same ``AttentionInterface`` seam asks the method's attention
+function for its weights; with ``stock_twin`` it also runs transformers' eager attention on the same queries,
+keys and values, so the method's own edit of each layer is ``weights - stock_weights``: zero in the layers it
+leaves alone, whatever earlier layers changed in the hidden states.
 """
 
 from __future__ import annotations
@@ -18,13 +25,17 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .. import attention
-from ..api import var
+from ..api import HANDLE_ATTR, var
 from ..config import FIRST_SEARCHED_LAYER, VARConfig
 from ..models import adapter_for, split_inputs
 from ..sinks import dimension_ratios, resolve_sink_dims, sink_dimension_value
 from ..state import token_layout
+from .methods import attention_method
 
 
 @dataclass
@@ -43,6 +54,7 @@ class Capture:
     query_positions: torch.Tensor  # (R,) long: the rows kept in ``weights`` (every text token)
     weights: torch.Tensor | None  # (L, H, R, K) float32 attention rows of ``query_positions``
     value_gram: torch.Tensor | None  # (L, K, H, H): <W_O^h v^h_j, W_O^g v^g_j> per key token j
+    stock_weights: torch.Tensor | None = None  # (L, H, R, K): stock attention of the same queries and keys
 
     @property
     def num_layers(self) -> int:
@@ -91,9 +103,10 @@ def eager_attention(model: nn.Module):
     """Run the text backbone with transformers' eager attention (the weights are materialized), then restore."""
     adapter = adapter_for(model)
     current = adapter.text_config(model)._attn_implementation
-    if current == attention.ATTENTION_NAME:
-        raise RuntimeError("VAR is enabled on this model; analysis runs on the model as loaded: "
-                           "call vasink.disable(model) first")
+    handle = getattr(model, HANDLE_ATTR, None)
+    if current == attention.ATTENTION_NAME or (handle is not None and handle.active):
+        raise RuntimeError("a vasink method (VAR or a peer) is enabled on this model; analysis runs on the model as "
+                           "loaded: call vasink.disable(model) first")
     adapter.set_text_attention(model, "eager")
     try:
         yield model
@@ -101,17 +114,88 @@ def eager_attention(model: nn.Module):
         adapter.set_text_attention(model, current)
 
 
+PROBE_NAME = "vasink-analysis-probe"
+PROBE_ATTR = "_vasink_analysis_probe"
+
+
+class WeightsProbe:
+    """One capture's seam around the attention function a method installed (``inner``): it asks that function
+    for its weights and, with ``stock``, keeps per layer the eager weights of the same queries and keys."""
+
+    def __init__(self, inner: str, stock: bool):
+        self.inner, self.stock = inner, stock
+        self.stock_weights: dict[int, torch.Tensor] = {}  # layer -> (B, H, Q, K)
+
+
+class _Eager:
+    """What ``vasink.attention.stock_attention`` reads of a state: run eager over every key the call has."""
+
+    original_implementation = "eager"
+
+    def __init__(self, num_keys: int):
+        self.num_keys = num_keys
+
+
+def probe_attention_forward(module: nn.Module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                            **kwargs):
+    """The method's own attention function asked for its weights (``output_attentions``, as transformers asks:
+    only the text backbone is asked, not the vision tower), and the stock eager weights of the same inputs.
+
+    query: (B, H, Q, hd); key, value: (B, Hkv, K, hd); attention_mask: bool (B, 1, Q, K) or None (causal)."""
+    probe = getattr(module, PROBE_ATTR)
+    out, weights = ALL_ATTENTION_FUNCTIONS[probe.inner](module, query, key, value, attention_mask, scaling=scaling,
+                                                        dropout=dropout, **{**kwargs, "output_attentions": True})
+    if probe.stock:
+        scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+        _, probe.stock_weights[module.layer_idx] = attention.stock_attention(
+            module, query, key, value, attention_mask, scaling, dropout, _Eager(key.shape[2]))  # (B, H, Q, K)
+    return out, weights
+
+
+@contextmanager
+def probed_attention(model: nn.Module, probe: WeightsProbe):
+    """While a method is on: its attention function wrapped by :func:`probe_attention_forward`, then restored."""
+    AttentionInterface.register(PROBE_NAME, probe_attention_forward)
+    AttentionMaskInterface.register(PROBE_NAME, sdpa_mask)  # the methods' own mask: bool, or None when causal
+    adapter = adapter_for(model)
+    modules = adapter.attention_modules(model)
+    for module in modules:
+        setattr(module, PROBE_ATTR, probe)
+    adapter.set_text_attention(model, PROBE_NAME)
+    try:
+        yield probe
+    finally:
+        adapter.set_text_attention(model, probe.inner)
+        for module in modules:
+            delattr(module, PROBE_ATTR)
+
+
 @torch.no_grad()
-def capture_forward(model: nn.Module, inputs, config: VARConfig, *, var_on: bool = False,
-                    weights: bool = True, values: bool = False, ratios: bool = False, intervention=None) -> Capture:
+def capture_forward(model: nn.Module, inputs, config: VARConfig, *, var_on: bool = False, method=None,
+                    stock_twin: bool = False, weights: bool = True, values: bool = False, ratios: bool = False,
+                    intervention=None) -> Capture:
     """One forward of ``inputs`` (batch of one) with hooks; see :class:`Capture` for what is kept.
 
     ``var_on``: run with VAR (``config``, reference path) so ``weights`` are VAR's; ``intervention``: a
-    weights rule (see ``vasink.enable``) instead. ``values``: also keep the per-token value Gram matrices
-    for :func:`vasink.analysis.residual.residual_contributions` (needs ``v_proj`` / ``o_proj`` modules).
+    weights rule (see ``vasink.enable``) instead. ``method``: ``"var"`` (the same as ``var_on``), ``"pai"``,
+    ``"vaf"`` or a config of one of them (:func:`vasink.analysis.methods.attention_method`; PAI without its
+    guidance): ``weights`` are that method's; VCD, which changes no attention, is refused. ``stock_twin``
+    (with a method): also keep ``stock_weights``, the stock attention of each layer's own queries and keys
+    (``weights - stock_weights`` is what the method itself changed there).
+    ``values``: also keep the per-token value Gram matrices for
+    :func:`vasink.analysis.residual.residual_contributions` (needs ``v_proj`` / ``o_proj`` modules).
     ``ratios``: also keep every dimension's ``|x_d| / RMS(x)`` of the first and the median token (the sink
     dimension figure; a median over tokens per layer, so only when asked).
     """
+    if var_on and method is not None:
+        raise ValueError("pass var_on=True or method=..., not both (var_on=True is method='var')")
+    if intervention is not None and method is not None:
+        raise ValueError("an intervention runs in place of VAR; pass it without method=...")
+    if var_on:
+        method = "var"
+    method_on = attention_method(method, config) if method is not None else None
+    if stock_twin and method_on is None:
+        raise ValueError("stock_twin keeps the stock attention next to a method's: pass method=...")
     input_ids, extra_inputs = split_inputs(inputs)
     if input_ids.shape[0] != 1:
         raise ValueError(f"capture_forward analyses one prompt at a time; got a batch of {input_ids.shape[0]}")
@@ -156,11 +240,17 @@ def capture_forward(model: nn.Module, inputs, config: VARConfig, *, var_on: bool
                                  f"{type(module).__name__} has neither: run without it")
             handles.append(module.v_proj.register_forward_hook(
                 lambda m, args, output, i=layer_idx, attn=module: on_values(i, attn, output)))
+    probe = None
     try:
-        if var_on or intervention is not None:
+        if intervention is not None:
             run_config = config.replace(implementation="reference")
             with var(model, run_config, intervention=intervention):
                 model(**inputs)
+        elif method_on is not None:
+            with var(model, method_on):
+                probe = WeightsProbe(adapter.text_config(model)._attn_implementation, stock=stock_twin)
+                with probed_attention(model, probe):
+                    model(**inputs)
         elif weights:
             with eager_attention(model):
                 model(**inputs)
@@ -182,6 +272,8 @@ def capture_forward(model: nn.Module, inputs, config: VARConfig, *, var_on: bool
         query_positions=query_positions,
         weights=torch.stack([rows[i] for i in range(num_layers)]) if weights else None,
         value_gram=torch.stack([grams[i] for i in range(num_layers)]) if values else None,
+        stock_weights=torch.stack([probe.stock_weights[i][0][:, query_index].float().cpu()
+                                   for i in range(num_layers)]) if stock_twin else None,
     )
 
 

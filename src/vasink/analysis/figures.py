@@ -33,11 +33,12 @@ def averaged_over(layers=None, heads=None, query: int = -1) -> str:
 
 def attention_comparison_figure(image, sink_grid: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
                                 title: str, path: str | Path, *, layers=None, heads=None, query: int = -1,
-                                after_label: str = "VAR on") -> Path:
+                                after_label: str = "VAR on", before_label: str = "VAR off") -> Path:
     """Three panels: the image with sink patches outlined; attention before VAR; after VAR (one colour scale,
     one colour bar). ``layers``, ``heads``, ``query``: what the maps average, as passed to
     :func:`vasink.analysis.text_to_image_attention` (None: its defaults); said under the title.
-    ``after_label``: what the right panel shows (the demo's "VAR, all layers" variant is not the paper's VAR)."""
+    ``after_label``: what the right panel shows (the demo's "VAR, all layers" variant is not the paper's VAR;
+    "PAI on" for ``text_to_image_attention(..., method="pai")``), ``before_label`` the middle one."""
     rows, cols = sink_grid.shape
     width, height = image.size
     cell_w, cell_h = width / cols, height / rows
@@ -48,7 +49,8 @@ def attention_comparison_figure(image, sink_grid: torch.Tensor, before: torch.Te
         axes[0].add_patch(Rectangle((c * cell_w, r * cell_h), cell_w, cell_h, fill=False, edgecolor="red", lw=1.5))
     axes[0].set_title(f"visual sinks ({int(sink_grid.sum())} patches)")
     artist = None
-    for ax, grid, name in ((axes[1], before, "attention, VAR off"), (axes[2], after, f"attention, {after_label}")):
+    for ax, grid, name in ((axes[1], before, f"attention, {before_label}"),
+                           (axes[2], after, f"attention, {after_label}")):
         ax.imshow(image, alpha=0.35)
         artist = ax.imshow(np.asarray(grid), cmap="magma", alpha=0.75, vmin=0, vmax=vmax,
                            extent=(0, width, height, 0), interpolation="nearest")
@@ -96,22 +98,31 @@ def legend_outside(ax, **kwargs):
 
 
 def attention_figures(image, panels, title: str, path: str | Path) -> list[Path]:
-    """``panels``: list of (row title, sinks (rows, cols), before map, after map); one row of three panels each
-    (sinks, VAR off, VAR on), at most ROWS_PER_FIGURE rows per PNG: ``path`` when they fit in one, else
-    ``<stem>_part<k>.png``."""
+    """``panels``: list of (row title, sinks (rows, cols), before map, after) where ``after`` is VAR's map or a
+    list of (method label, map), one per method (``[("VAR", var_map), ("PAI", pai_map)]``). One row of panels
+    each (sinks, methods off, each method on; one colour scale per row), at most ROWS_PER_FIGURE rows per PNG:
+    ``path`` when they fit in one, else ``<stem>_part<k>.png``."""
     path = Path(path)
+    panels = [(name, sinks, before, [("VAR", after)] if torch.is_tensor(after) else list(after))
+              for name, sinks, before, after in panels]
+    columns = 2 + max(len(after) for *_, after in panels)
     chunks = [panels[i:i + ROWS_PER_FIGURE] for i in range(0, len(panels), ROWS_PER_FIGURE)]
     written = []
     for number, chunk in enumerate(chunks, start=1):
-        fig, axes = subplots(len(chunk), 3, panel=(2.8, 2.7))
+        fig, axes = subplots(len(chunk), columns, panel=(2.8, 2.7))
         for index, (name, sinks, before, after) in enumerate(chunk):
-            vmax = float(max(before.max(), after.max()))
-            ax_sinks, ax_before, ax_after = axes[3 * index:3 * index + 3]
-            grid_panel(ax_sinks, image, outline=sinks, title=f"{name}: {int(sinks.sum())} visual sinks")
-            grid_panel(ax_before, image, before, vmax=vmax, title=f"VAR off (visual mass {float(before.sum()):.3f})")
-            artist = grid_panel(ax_after, image, after, vmax=vmax,
-                                title=f"VAR on (visual mass {float(after.sum()):.3f})")
-            fig.colorbar(artist, ax=ax_after, fraction=0.046, pad=0.02, label="attention weight")
+            row_axes = axes[columns * index:columns * (index + 1)]
+            vmax = float(max([before.max()] + [grid.max() for _, grid in after]))
+            off = "VAR off" if [label for label, _ in after] == ["VAR"] else "methods off"
+            grid_panel(row_axes[0], image, outline=sinks, title=f"{name}: {int(sinks.sum())} visual sinks")
+            artist = grid_panel(row_axes[1], image, before, vmax=vmax,
+                                title=f"{off} (visual mass {float(before.sum()):.3f})")
+            for ax, (label, grid) in zip(row_axes[2:], after):
+                artist = grid_panel(ax, image, grid, vmax=vmax,
+                                    title=f"{label} on (visual mass {float(grid.sum()):.3f})")
+            for ax in row_axes[2 + len(after):]:
+                ax.set_axis_off()
+            fig.colorbar(artist, ax=row_axes[1 + len(after)], fraction=0.046, pad=0.02, label="attention weight")
         part = f" (part {number} of {len(chunks)})" if len(chunks) > 1 else ""
         fig.suptitle(title + part, fontsize=9)
         target = path if len(chunks) == 1 else path.with_name(f"{path.stem}_part{number}{path.suffix}")

@@ -10,6 +10,10 @@ Per (layer, head) over the eligible query rows of many prompts (docs/method.md#t
 The sinks of a layer are the tokens with phi > tau entering it; layers 0 and 1 are never searched, so
 there r = 1 wherever m_V > 0. VAR itself only acts in ``config.modified_layers`` and, by default, only
 when the prompt has a visual sink in that layer; the map shows the bare head test everywhere.
+
+:class:`MassChange`: what an attention-side method (VAR, PAI, VAF; ``vasink.analysis.methods``) does to m_V per
+(layer, head), over the same rows: its own edit (its weights minus the stock attention of the same queries and
+keys, zero in the layers it leaves alone) and the total change against the model as loaded.
 """
 
 from __future__ import annotations
@@ -93,6 +97,41 @@ def head_statistics(capture: Capture, min_visual_attention: float, presets: dict
     }
 
 
+def visual_mass(weights: torch.Tensor, rows: torch.Tensor, visual: torch.Tensor) -> np.ndarray:
+    """m_V of the rows ``rows`` of ``weights`` (L, H, R, K): ``(L, H, E)`` float64."""
+    return (weights[:, :, rows].double() * visual.double()).sum(-1).numpy()
+
+
+@dataclass
+class MassChange:
+    """One method's change of m_V per (layer, head), summed over prompts' eligible rows; means in :meth:`result`."""
+
+    num_layers: int
+    num_heads: int
+
+    def __post_init__(self):
+        self.rows = 0
+        self.prompts = 0
+        self.own_sum = np.zeros((self.num_layers, self.num_heads))
+        self.total_sum = np.zeros((self.num_layers, self.num_heads))
+
+    def add(self, base: Capture, run: Capture) -> None:
+        """``base``: the prompt's capture as loaded; ``run``: the same prompt with the method on, its stock twin
+        kept (``capture_forward(..., method=m, stock_twin=True)``)."""
+        if run.stock_weights is None:
+            raise ValueError("MassChange needs the method's capture with stock_twin=True")
+        rows = base.eligible_rows()
+        method_mass = visual_mass(run.weights, rows, base.visual)  # (L, H, E)
+        self.own_sum += (method_mass - visual_mass(run.stock_weights, rows, base.visual)).sum(-1)
+        self.total_sum += (method_mass - visual_mass(base.weights, rows, base.visual)).sum(-1)
+        self.rows += len(rows)
+        self.prompts += 1
+
+    def result(self) -> dict:
+        return {"prompts": self.prompts, "rows": self.rows, "own": self.own_sum / max(self.rows, 1),
+                "total": self.total_sum / max(self.rows, 1)}
+
+
 def head_map(captures, config: VARConfig) -> dict:
     """The map over an iterable of :class:`Capture` (each from one prompt)."""
     accumulator = None
@@ -141,4 +180,36 @@ def heads_figure(result: dict, modified_layers, path, skips_layers_without_visua
             "(rows shown as selected were left alone)") if no_sink else ""
     fig.suptitle(f"heads over {result['prompts']} prompts ({result['rows']} text query rows); "
                  f"hatched // (layer marked *): layers VAR never modifies{note}", fontsize=9)
+    return save_figure(fig, path)
+
+
+def mass_change_figure(changes: dict, modified_layers: dict, path) -> Path:
+    """One heatmap (layer x head) per method: its own change of the mean m_V (``MassChange.result()["own"]``),
+    one diverging colour scale for all, centred on 0. ``modified_layers``: label -> the layers the method edits;
+    the others are hatched (``*``)."""
+    from .figures import save_figure, subplots
+
+    labels = list(changes)
+    num_layers, num_heads = changes[labels[0]]["own"].shape
+    limit = max(float(np.abs(changes[label]["own"]).max()) for label in labels) or 1e-6
+    fig, axes = subplots(1, len(labels), panel=(max(2.4, 0.35 * num_heads + 1.4), max(2.4, 0.22 * num_layers + 1)))
+    for ax, label in zip(axes, labels):
+        modified = set(modified_layers[label])
+        image = ax.imshow(changes[label]["own"], aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit,
+                          interpolation="nearest")
+        ax.set_title(f"{label}: change of mean m_V", fontsize=8)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_xticks(range(num_heads) if num_heads <= 16 else range(0, num_heads, 4))
+        for layer in range(num_layers):
+            if layer not in modified:
+                ax.axhspan(layer - 0.5, layer + 0.5, facecolor="none", edgecolor="0.6", hatch="////", lw=0)
+        ax.set_yticks(range(num_layers), [str(layer) if layer in modified else f"{layer}*"
+                                          for layer in range(num_layers)])
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    first = changes[labels[0]]
+    fig.suptitle(f"each method's own edit of the visual mass m_V (its weights minus stock attention of the same "
+                 f"queries and keys), mean over {first['prompts']} prompts ({first['rows']} text rows after the "
+                 "image)\nhatched // (layer marked *): layers the method never modifies; PAI edits only the last "
+                 "row of each prompt", fontsize=9)
     return save_figure(fig, path)

@@ -2,12 +2,16 @@
 
     model, processor, config = samples.load_model("organism")
     analyze_sinks(model, processor, image, "is there a circle in the image ?", config, "out/sinks")
-    analyze_attention(model, processor, image, question, config, "out/attention", layers=[2], heads=None)
-    analyze_heads(model, processor, samples.load_samples("organism-pope", 50), config, "out/heads")
+    analyze_attention(model, processor, image, question, config, "out/attention", layers=[2], heads=None,
+                      methods=("var", "pai", "vaf"))
+    analyze_heads(model, processor, samples.load_samples("organism-pope", 50), config, "out/heads",
+                  methods=("var", "pai", "vaf"))
     analyze_ablations(model, processor, samples.load_samples("organism-pope", 50), config, "out/ablate")
 
 One prompt costs one forward for the sink analysis (phi, sinks, attention and value norms all come from
-the same hooks) and one more for the VAR side of the attention maps.
+the same hooks) and one more per method (VAR by default) for the attention maps. ``methods``: the
+attention-side methods to show next to the model as loaded, by name or config (``vasink.analysis.methods``:
+VAR, PAI, VAF; VCD changes only the output logits and is refused).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from .ablations import ABLATIONS, DEFAULT_ABLATIONS, paired_difference
 from .attention_maps import image_grids
 from .capture import Capture, capture_forward
 from .figures import attention_figures, processed_image, readable_tokens
-from .heads import HeadMap, heads_figure
+from .heads import HeadMap, MassChange, heads_figure, mass_change_figure
+from .methods import methods_to_show
 from .report import Section, Table, write_report
 from .residual import ResidualTable, residual_figure
 from .samples import build_inputs
@@ -140,16 +145,19 @@ def image_map(capture: Capture, layer: int, heads, row: int, grid) -> torch.Tens
 
 
 def analyze_attention(model, processor, image, question: str, config: VARConfig, out_dir, *, layers=None,
-                      heads=None, queries=(-1,), echo=print) -> Path:
+                      heads=None, queries=(-1,), methods=("var",), echo=print) -> Path:
+    """Text-to-image attention of each query row with every method of ``methods`` on (by name, "var", "pai",
+    "vaf", or config), next to the model as loaded; VAR's layers (``config``) unless ``layers`` is given."""
     out_dir = Path(out_dir)
     num_layers, num_heads = model_shape(model)
+    shown_methods = methods_to_show(methods, config)
     layers = check_indices("decoder layers", layers, num_layers, "--layers") if layers \
         else list(config.modified_layers(num_layers)) or [num_layers - 1]
     heads = check_indices("attention heads", heads, num_heads, "--heads") if heads else None
     inputs = build_inputs(processor, image, question, _device(model))
     before = capture_forward(model, inputs, config)
     rows = before.rows(queries)  # validates the query positions
-    after = capture_forward(model, inputs, config, var_on=True)
+    runs = {label: capture_forward(model, inputs, config, method=method) for label, method in shown_methods}
     grid = image_grids(model, inputs)[0][0]
     shown = processed_image(processor, inputs, image)
     tokens = readable_tokens(processor.tokenizer, before.input_ids.tolist())
@@ -161,26 +169,34 @@ def analyze_attention(model, processor, image, question: str, config: VARConfig,
         for layer in layers:
             for group in head_groups:
                 name = f"layer {layer}, " + (f"head {group[0]}" if group else "mean of heads")
-                b, a = image_map(before, layer, group, row, grid), image_map(after, layer, group, row, grid)
+                off = image_map(before, layer, group, row, grid)
+                on = [(label, image_map(run, layer, group, row, grid)) for label, run in runs.items()]
                 sinks = sink_grid(before, grid, layer)
-                panels.append((name, sinks, b, a))
+                panels.append((name, sinks, off, on))
                 records.append({"query": position, "token": tokens[position], "layer": layer,
-                                "heads": group or "mean", "visual_mass_before": float(b.sum()),
-                                "visual_mass_after": float(a.sum()),
-                                "visual_sink_mass_before": float(b[sinks].sum()),
-                                "visual_sink_mass_after": float(a[sinks].sum())})
+                                "heads": group or "mean", "visual_mass_before": float(off.sum()),
+                                "visual_sink_mass_before": float(off[sinks].sum()),
+                                "methods": {label: {"visual_mass": float(grid_map.sum()),
+                                                    "visual_sink_mass": float(grid_map[sinks].sum())}
+                                            for label, grid_map in on}})
         title = f"query token {position} '{tokens[position]}' of {question!r}"
         figures += attention_figures(shown, panels, title, out_dir / f"attention_query{position}.png")
-    table = Table("text-to-image attention of each query row, before and after VAR",
-                  ["query", "token", "layer", "heads", "visual before", "visual after", "sinks before", "sinks after"],
-                  [[r["query"], r["token"], r["layer"], r["heads"], r["visual_mass_before"], r["visual_mass_after"],
-                    r["visual_sink_mass_before"], r["visual_sink_mass_after"]] for r in records])
+    labels = list(runs)
+    table = Table("text-to-image attention of each query row, methods off and each on",
+                  ["query", "token", "layer", "heads", "visual off", *[f"visual {label}" for label in labels],
+                   "sinks off", *[f"sinks {label}" for label in labels]],
+                  [[r["query"], r["token"], r["layer"], r["heads"], r["visual_mass_before"],
+                    *[r["methods"][label]["visual_mass"] for label in labels], r["visual_sink_mass_before"],
+                    *[r["methods"][label]["visual_sink_mass"] for label in labels]] for r in records])
     text = (f"VAR with rho {config.rho:g}, p {config.p:g}, min visual attention {config.min_visual_attention:g} "
             f"(reference path); layers VAR may modify: {list(config.modified_layers(num_layers))}. "
-            "Rows of one figure share a colour scale between 'off' and 'on'.")
-    sections = [Section("Text-to-image attention, VAR off and on", text, figures, [table])]
+            + "".join(f"{label} modifies layers {list(method.modified_layers(num_layers))}. "
+                      for label, method in shown_methods if label != "VAR")
+            + "PAI is shown without its guidance (a second pass over the output logits, not attention); VCD "
+            "changes only the output logits and has no map. Rows of one figure share one colour scale.")
+    sections = [Section("Text-to-image attention, methods off and on", text, figures, [table])]
     path = write_report(out_dir, "vasink attention", sections, {"question": question, "maps": records},
-                        config_dict(config, model))
+                        config_dict(config, model, methods=[label for label, _ in shown_methods]))
     echo(f"wrote {path}")
     return path
 
@@ -188,16 +204,24 @@ def analyze_attention(model, processor, image, question: str, config: VARConfig,
 # -- 3. heads over a question set ----------------------------------------------------------------------------
 
 
-def analyze_heads(model, processor, samples, config: VARConfig, out_dir, echo=print) -> Path:
+def analyze_heads(model, processor, samples, config: VARConfig, out_dir, *, methods=(), echo=print) -> Path:
+    """The head-test map over ``samples``; with ``methods`` (names or configs of VAR, PAI, VAF) also each
+    method's change of the visual mass per (layer, head) (``heads_methods.png``): one more forward per method
+    and prompt."""
     out_dir = Path(out_dir)
     num_layers, num_heads = model_shape(model)
+    shown_methods = methods_to_show(methods, config)
     accumulator = HeadMap(num_layers, num_heads, config.min_visual_attention)
+    changes = {label: MassChange(num_layers, num_heads) for label, _ in shown_methods}
     for sample in tqdm(samples, desc="heads", unit="prompt"):
         inputs = build_inputs(processor, sample.image, sample.prompt, _device(model))
-        accumulator.add(capture_forward(model, inputs, config))
+        base = capture_forward(model, inputs, config)
+        accumulator.add(base)
+        for label, method in shown_methods:
+            changes[label].add(base, capture_forward(model, inputs, config, method=method, stock_twin=True))
     result = accumulator.result()
     modified = config.modified_layers(num_layers)
-    figure = heads_figure(result, modified, out_dir / "heads.png", config.skip_layers_without_visual_sink)
+    figures = [heads_figure(result, modified, out_dir / "heads.png", config.skip_layers_without_visual_sink)]
     header = ["layer", "prompts with visual sink", "mean m_V", "mean r"] + [f"selected ({p})" for p in PRESETS]
     rows = [[layer, result["prompts_with_visual_sink"][layer], result["visual_mass"][layer].mean(),
              np.nanmean(result["nonsink_ratio"][layer]) if np.isfinite(result["nonsink_ratio"][layer]).any()
@@ -205,9 +229,27 @@ def analyze_heads(model, processor, samples, config: VARConfig, out_dir, echo=pr
     text = (f"{result['prompts']} prompts, {result['rows']} eligible text query rows. Head test: "
             f"m_V >= {config.min_visual_attention:g} and r >= rho. Columns are means over heads; the figure and "
             f"numbers.json have every head. VAR modifies layers {list(modified)}.")
-    sections = [Section("Image-centric heads", text, [figure], [Table("per layer (means over heads)", header, rows)])]
-    path = write_report(out_dir, "vasink heads", sections, {"heads": result, "modified_layers": list(modified)},
-                        config_dict(config, model))
+    tables = [Table("per layer (means over heads)", header, rows)]
+    numbers = {"heads": result, "modified_layers": list(modified)}
+    if changes:
+        method_layers = {label: list(method.modified_layers(num_layers)) for label, method in shown_methods}
+        results = {label: change.result() for label, change in changes.items()}
+        figures.append(mass_change_figure(results, method_layers, out_dir / "heads_methods.png"))
+        tables.append(Table("change of the mean visual mass m_V per layer (means over heads): each method's own "
+                            "edit, and the total change against the model as loaded",
+                            ["layer", *[f"{label} {kind}" for label in results for kind in ("own", "total")]],
+                            [[layer, *[results[label][kind][layer].mean() for label in results
+                                       for kind in ("own", "total")]] for layer in range(num_layers)]))
+        text += (" Methods: " + "; ".join(f"{label} modifies layers {layers}"
+                                          for label, layers in method_layers.items())
+                 + ". Own edit: the method's weights minus the stock attention of the same queries and keys (zero "
+                 "where it changes nothing); total: minus the model as loaded (its edit and what its earlier "
+                 "layers did to this layer's input). PAI edits only the last row of each prompt, so its mean over "
+                 "the rows is diluted by their number.")
+        numbers["methods"] = {label: {**results[label], "modified_layers": method_layers[label]} for label in results}
+    sections = [Section("Image-centric heads", text, figures, tables)]
+    path = write_report(out_dir, "vasink heads", sections, numbers,
+                        config_dict(config, model, methods=list(changes)))
     echo(f"wrote {path}")
     return path
 

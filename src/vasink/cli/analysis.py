@@ -7,11 +7,16 @@ from .flags import int_list as _int_list
 from .flags import non_negative_int, non_negative_int_list, positive_int
 
 
+# vasink.analysis.methods.ATTENTION_METHODS, without importing it for --help
+ATTENTION_METHODS = "var, pai, vaf"
+METHODS_NOTE = ("each at its defaults (docs/peers.md), VAR with this command's config, PAI without its guidance; "
+                "VCD changes only the output logits, not attention, so it has no map and is refused")
+
 # command -> its one-line help (vasink --help lists these without building the parsers)
 COMMANDS = {
     "sinks": "phi per token and layer, sink dimensions, visual sinks on the image",
-    "attention": "text-to-image attention before and after VAR",
-    "heads": "layer x head map of the visual non-sink ratio and the head test",
+    "attention": "text-to-image attention before and after VAR (or PAI, VAF: --methods var,pai,vaf)",
+    "heads": "layer x head map of the visual non-sink ratio and the head test (--methods: each method's change)",
     "ablate": "the paper's ablations (sink masking, no head test, budget target)",
 }
 
@@ -31,11 +36,18 @@ def add_commands(commands) -> None:
                            help="query heads, one panel each (default: the mean over all heads)")
     attention.add_argument("--query", type=_int_list, default=[-1],
                            help="query token positions, negative from the end, e.g. --query=-1,-3 (default: -1, the last token)")
+    attention.add_argument("--methods", default="var",
+                           help=f"attention-side methods, one panel each next to the model as loaded, comma-separated, "
+                                f"any of {ATTENTION_METHODS} (default: var); {METHODS_NOTE}")
     attention.set_defaults(func=run_attention)
 
     heads = commands.add_parser("heads", help=COMMANDS["heads"])
     _model_options(heads, "vasink-heads")
     _bench_options(heads)
+    heads.add_argument("--methods", default="",
+                       help=f"also map each method's change of the attention to the image per layer and head "
+                            f"(heads_methods.png), comma-separated, any of {ATTENTION_METHODS} (default: none); "
+                            f"{METHODS_NOTE}")
     heads.set_defaults(func=run_heads)
 
     ablate = commands.add_parser("ablate", help=COMMANDS["ablate"])
@@ -119,22 +131,26 @@ def run_sinks(args) -> int:
 
 
 def run_attention(args) -> int:
+    from ..analysis.methods import method_names
     from ..analysis.runs import analyze_attention
 
+    methods = method_names(args.methods)  # before the model loads: VCD or a typo is a one-line error at once
     image, question = _image_and_question(args)
     model, processor, config = _load(args)
     analyze_attention(model, processor, image, question, config, args.out, layers=args.layers, heads=args.heads,
-                      queries=args.query)
+                      queries=args.query, methods=methods)
     return 0
 
 
 def run_heads(args) -> int:
+    from ..analysis.methods import method_names
     from ..analysis.runs import analyze_heads
     from ..analysis.samples import load_samples
 
+    methods = method_names(args.methods)
     samples = load_samples(args.bench, args.limit, args.seed)
     model, processor, config = _load(args)
-    analyze_heads(model, processor, samples, config, args.out)
+    analyze_heads(model, processor, samples, config, args.out, methods=methods)
     return 0
 
 
