@@ -337,3 +337,17 @@ def test_peer_arms_run_batched_on_tiny_families(tmp_path, family, monkeypatch):
     assert seen["pai"] == seen["vaf"] == {"vasink-peers"} and seen["base"] == seen["vcd"] == {"sdpa"}
     assert calls["pai"] == calls["vcd"] == 2 * calls["base"] and calls["vaf"] == calls["base"] > 0
     assert text_config._attn_implementation == "sdpa"  # the model as loaded after the run
+
+
+def test_vcd_noise_seed_does_not_depend_on_the_batch(loaded):
+    """VCD's noise seed is (--seed, run), the same for every batch; each image's noise then comes from that seed
+    and its pixels (tests/test_peers.py: the same prompt alone and in a batch gets the same noise and answer)."""
+    from vasink import VCDConfig
+
+    seeds = {}
+    for key, run, ids in (("a", 0, ["s1"]), ("b", 0, ["s2", "s1"]), ("run 1", 1, ["s1"])):
+        with armsmod.switched_on(loaded.model, VCDConfig(seed=3), run, ids) as handle:
+            seeds[key] = handle.config.seed
+    assert seeds["a"] == seeds["b"] != seeds["run 1"]
+    with armsmod.switched_on(loaded.model, VCDConfig(seed=None), 1, ["s1"]) as handle:
+        assert handle.config.seed is None  # torch's global generator, as the official code

@@ -206,12 +206,38 @@ def test_pai_equals_reference(name):
         torch.testing.assert_close(steps[row], expected.to(steps.dtype), rtol=1e-4, atol=1e-4)
 
 
-def closed_form_noise(pixels: torch.Tensor, step: int, seed: int) -> torch.Tensor:
+def diffused(pixels: torch.Tensor, eps: torch.Tensor, step: int) -> torch.Tensor:
     """VCD's vcd_add_noise.py written out: sigmoid schedule, cumprod, sqrt(abar) x + sqrt(1 - abar) eps."""
     betas = torch.sigmoid(torch.linspace(-6, 6, 1000)) * (0.5e-2 - 1e-5) + 1e-5
     alphas_prod = torch.cumprod(1 - betas, 0)
-    eps = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(seed))
     return torch.sqrt(alphas_prod[step]) * pixels + torch.sqrt(1 - alphas_prod[step]) * eps.to(pixels.device)
+
+
+def closed_form_noise(pixels: torch.Tensor, step: int, seed: int) -> torch.Tensor:
+    """The whole tensor noised from one generator seeded ``seed``."""
+    return diffused(pixels, torch.randn(pixels.shape, generator=torch.Generator().manual_seed(seed)), step)
+
+
+def closed_form_batch_noise(inputs: dict, step: int, seed: int) -> torch.Tensor:
+    """The batch's ``pixel_values`` noised image by image, each from a generator seeded by (seed, its pixels)
+    (``vasink.peers.noise.image_seed``): (N, C, H, W) one image per entry; (N, P, C, H, W) entry i's P images
+    drawn one after the other; Qwen-VL's (patches, dim) cut into images by ``image_grid_thw``."""
+    from vasink.peers.noise import image_seed
+
+    pixels = inputs["pixel_values"]
+    out = pixels.clone()
+    if pixels.dim() == 2:
+        ends = inputs["image_grid_thw"].prod(-1).cumsum(0).tolist()
+        units = [[slice(start, end)] for start, end in zip([0, *ends[:-1]], ends)]
+    elif pixels.dim() == 5:
+        units = [[(i, j) for j in range(pixels.shape[1])] for i in range(pixels.shape[0])]
+    else:
+        units = [[i] for i in range(pixels.shape[0])]
+    for unit in units:
+        generator = torch.Generator().manual_seed(image_seed(seed, [pixels[k] for k in unit]))
+        for k in unit:
+            out[k] = diffused(pixels[k], torch.randn(pixels[k].shape, generator=generator), step)
+    return out
 
 
 @pytest.mark.parametrize("name", EXACT_FAMILIES)
@@ -224,7 +250,7 @@ def test_vcd_equals_reference(name):
     with vasink.var(model, config):
         tokens, steps = generate(model, inputs)
     full = extended(inputs, tokens, new_type=SUFFIX_TYPE.get(name, 0))
-    noised = dict(full, pixel_values=closed_form_noise(inputs["pixel_values"], 500, seed=7))
+    noised = dict(full, pixel_values=closed_form_batch_noise(inputs, 500, seed=7))
     length = inputs["input_ids"].shape[1]
     position = slice(length - 1, length - 1 + NEW)
     clean = reference_logits(model, full, None)[:, position].double()
@@ -247,6 +273,50 @@ def test_vcd_noise_is_the_schedules_closed_form():
     assert half.dtype == torch.float16
 
 
+def image_pieces(inputs: dict) -> list:
+    """Indices of the entries of ``pixel_values``: dim 0 of (N, ..., C, H, W), Qwen-VL's patches cut by
+    ``image_grid_thw``."""
+    pixels = inputs["pixel_values"]
+    if pixels.dim() == 2:
+        ends = inputs["image_grid_thw"].prod(-1).cumsum(0).tolist()
+        return [slice(start, end) for start, end in zip([0, *ends[:-1]], ends)]
+    return list(range(pixels.shape[0]))
+
+
+@pytest.mark.parametrize("name", [*EXACT_FAMILIES, "internvl", "idefics3", "mistral3"])
+def test_vcd_noise_of_a_prompt_does_not_depend_on_its_batch(name):
+    """A seeded prompt gets the same noised pixels and the same VCD answer alone and in a batch of 3 with other
+    prompts, in another order (the noise of an image depends on the seed and its pixels only; Mistral 3 pads a
+    batch's images to the largest, Idefics3 pads rows with empty images, InternVL lays out tiles)."""
+    from vasink.peers.contrast import GRID_KEYS
+    from vasink.peers.noise import noised_batch_pixels
+
+    family, model = FAMILIES[name], model_of(name)
+    first, second, third = prompts_of(family)
+    config = vasink.VCDConfig(alpha=1.5, beta=0.05, seed=11)
+
+    def noised(inputs):
+        return noised_batch_pixels(inputs["pixel_values"], 500, 11, inputs.get(GRID_KEYS["pixel_values"]),
+                                   inputs.get("image_sizes"))
+
+    alone, batch = family.inputs(model, [second]), family.inputs(model, [third, second, first])
+    pieces_alone, pieces = image_pieces(alone), image_pieces(batch)
+    found = 0
+    for piece in pieces_alone:  # each of the prompt's images (tiles, rows of images) found in the batch's tensor
+        crop = tuple(slice(0, n) for n in alone["pixel_values"][piece].shape)
+        match = [p for p in pieces if batch["pixel_values"][p][crop].shape == alone["pixel_values"][piece].shape
+                 and torch.equal(batch["pixel_values"][p][crop], alone["pixel_values"][piece])]
+        assert len(match) == 1
+        torch.testing.assert_close(noised(batch)[match[0]][crop], noised(alone)[piece], rtol=0, atol=0)
+        found += 1
+    assert found >= 1
+    with vasink.var(model, config):
+        tokens_alone, steps_alone = generate(model, alone)
+        tokens, steps = generate(model, batch)
+    assert torch.equal(tokens[1], tokens_alone[0])
+    torch.testing.assert_close(steps[1], steps_alone[0], rtol=1e-4, atol=1e-4)
+
+
 # -- every family, every generate mode ---------------------------------------------------------------------
 
 CONFIGS = {"pai": vasink.PAIConfig(alpha=0.5, gamma=2.0), "vaf": vasink.VAFConfig(image_scale=2.0),
@@ -262,10 +332,8 @@ def test_every_family_runs_every_method_and_off_is_bit_identical(name, method):
     family, model = FAMILIES[name], model_of(name)
     inputs = family.inputs(model, family.prompts())
     stock = generate(model, inputs)
-    with vasink.var(model, CONFIGS[method]) as handle:
+    with vasink.var(model, CONFIGS[method]):  # VCD's seeded noise is the same for the same pixels
         dynamic = generate(model, inputs)
-        if method == "vcd":
-            handle.contrast.generator.manual_seed(1)
         static = generate(model, inputs, cache_implementation="static")
     assert changed(dynamic[1], stock[1]), f"{method} must change {name}'s logits"
     assert torch.equal(dynamic[0], static[0])
@@ -282,10 +350,9 @@ def test_second_pass_with_cache_equals_generation_without_cache(method):
     model = model_of(family.name)
     inputs = family.inputs(model, prompts_of(family))
     config = vasink.PAIConfig(alpha=0.0, gamma=2.0) if method == "pai" else vasink.VCDConfig(seed=4)
-    with vasink.var(model, config) as handle:
+    with vasink.var(model, config):
         cached = generate(model, inputs)
-        if method == "vcd":
-            handle.contrast.generator.manual_seed(4)
         uncached = generate(model, inputs, use_cache=False)
     assert torch.equal(cached[0], uncached[0])
     torch.testing.assert_close(cached[1], uncached[1], rtol=1e-4, atol=1e-4)
+

@@ -215,12 +215,13 @@ class VCD(Method):
         return super().build(settings, bench, loaded, {"seed": settings.seed, **params})
 
     def switched_on(self, model, config, run: int = 0, sample_ids=()):
-        """The noise of a batch is drawn from a generator seeded by (the config's seed, the batch's first sample,
-        the run): each run of a sampled arm sees other noise, and batches do not repeat one noise draw."""
+        """VCD's noise seed for run ``run``: (the config's seed, the run), so each run of a sampled arm sees other
+        noise. Each image's noise is drawn from (that seed, its pixels) (vasink.peers.noise), so an answer does
+        not depend on the batch it was generated in (batch size, order, resume, shards)."""
         from ..api import var
 
-        if config.seed is not None and sample_ids:
-            config = config.replace(seed=row_seed(config.seed, f"vcd-noise\0{sample_ids[0]}", run))
+        if config.seed is not None:
+            config = config.replace(seed=row_seed(config.seed, "vcd-noise", run))
         return var(model, config)
 
 

@@ -12,7 +12,8 @@ A forward hook on the model runs the second pass right after each forward of the
 The second pass keeps its own cache (a ``DynamicCache``, whatever cache the generation uses): at a prompt it
 prefills, at a decode step it feeds the same new tokens. Without a cache (``use_cache=False``) each forward
 is recomputed whole, as the main pass is; VCD then reuses the noise drawn for the same pixel tensor. The
-noised pixels are drawn once per prompt. Processors and warpers (temperature, top-k, top-p) act on the
+noised pixels are drawn once per prompt; with ``VCDConfig.seed`` each image's noise depends only on the seed
+and that image's pixels, not on the rest of the batch (``noise.py``). Processors and warpers (temperature, top-k, top-p) act on the
 contrasted logits, as in both official codes. Beam search is not supported: the second pass's cache is
 not reordered with the beams (the official codes do not either).
 """
@@ -28,13 +29,15 @@ from transformers import DynamicCache
 from ..models import ModelAdapter
 from ..state import real_keys
 from .config import PAIConfig, VCDConfig
-from .noise import noised_pixels
+from .noise import noised_batch_pixels
 
 CACHE_KEYS = ("cache", "past_key_values")
 # integer (B, T) inputs that follow input_ids token by token: filtered with them for the no-image prompt
 TOKEN_ALIGNED_KEYS = ("token_type_ids", "mm_token_type_ids")
 # what the no-image pass keeps of the main call's keyword arguments besides ids, mask, positions, cache
 TEXT_ONLY_KEYS = ("use_cache", "logits_to_keep", "return_dict")
+# the grid that cuts a flattened pixel tensor (Qwen-VL's patches) into its images (VCD's noise per image)
+GRID_KEYS = {"pixel_values": "image_grid_thw", "pixel_values_videos": "video_grid_thw"}
 
 
 def pai_guidance(logits: torch.Tensor, uncond_logits: torch.Tensor, gamma: float, cutoff: float) -> torch.Tensor:
@@ -62,8 +65,6 @@ class ContrastPass:
         self.mask: torch.Tensor | None = None  # (B, T) 2D mask of the contrast sequence so far
         self.positions: torch.Tensor | None = None  # (B, 1) last text position of the contrast sequence (PAI)
         self.noised: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # key -> (pixels, noised pixels)
-        self.generator = None if getattr(config, "seed", None) is None \
-            else torch.Generator().manual_seed(config.seed)
         # model state a forward writes for later steps (Qwen-VL's rope deltas): saved around the second pass
         self.stateful = [m for m in model.modules() if hasattr(m, "rope_deltas")]
 
@@ -170,15 +171,19 @@ class ContrastPass:
         return out
 
     def _noise(self, kwargs: dict, reuse: bool) -> dict:
-        """The main call's floating pixel tensors (images and videos), noised: fresh noise per prompt; with
-        ``reuse`` (a forward without cache, the next step of a generation) the same tensor keeps its noise."""
+        """The main call's floating pixel tensors (images and videos), noised (``noise.noised_batch_pixels``: with
+        a seed, each image's noise from (seed, its pixels); without, fresh noise from torch's global generator per
+        prompt). With ``reuse`` (a forward without cache, the next step of a generation) the same tensor keeps its
+        noise."""
         out = {}
         for key, pixels in kwargs.items():
             if not (key.startswith("pixel_values") and isinstance(pixels, torch.Tensor) and pixels.is_floating_point()):
                 continue
             previous = self.noised.get(key)
             if not reuse or previous is None or previous[0] is not pixels:
-                previous = (pixels, noised_pixels(pixels, self.config.noise_step, self.generator))
+                grid = kwargs.get(GRID_KEYS.get(key, ""))
+                sizes = kwargs.get("image_sizes") if key == "pixel_values" else None
+                previous = (pixels, noised_batch_pixels(pixels, self.config.noise_step, self.config.seed, grid, sizes))
                 self.noised[key] = previous
             out[key] = previous[1]
         if not out:
