@@ -356,3 +356,31 @@ def test_second_pass_with_cache_equals_generation_without_cache(method):
     assert torch.equal(cached[0], uncached[0])
     torch.testing.assert_close(cached[1], uncached[1], rtol=1e-4, atol=1e-4)
 
+
+def test_beam_search_is_refused_while_a_second_pass_is_on():
+    """PAI's guidance and VCD's contrast keep a cache generate does not reorder with the beams: generate refuses
+    num_beams > 1 however it is asked (keyword, generation config, the model's default) and names the way out;
+    greedy runs; VAF and PAI's attention edit alone (gamma 1) run with beams; the block restores generate."""
+    from transformers import GenerationConfig
+
+    family = FAMILIES["qwen2_vl"]
+    model = model_of(family.name)
+    inputs = family.inputs(model, prompts_of(family)[:2])
+    for config in (vasink.VCDConfig(seed=1), vasink.PAIConfig(gamma=2.0)):
+        with vasink.var(model, config):
+            for how in ({"num_beams": 2}, {"generation_config": GenerationConfig(num_beams=3, max_new_tokens=2)}):
+                with pytest.raises(ValueError, match=r"does not support beam search \(num_beams=[23]\).*"
+                                                     r"num_beams=1, greedy \(do_sample=False\) or sampling"):
+                    model.generate(**inputs, max_new_tokens=2, **how)
+            model.generation_config.num_beams = 2
+            try:
+                with pytest.raises(ValueError, match="VAR, VAF and PAI with gamma=1"):
+                    model.generate(**inputs, max_new_tokens=2)
+            finally:
+                model.generation_config.num_beams = 1
+            assert generate(model, inputs)[0].shape == (2, NEW)
+        assert "generate" not in model.__dict__
+    for config in (vasink.VAFConfig(), vasink.PAIConfig(gamma=1.0)):
+        with vasink.var(model, config):
+            assert model.generate(**inputs, max_new_tokens=2, num_beams=2, do_sample=False).shape[0] == 2
+    assert model.generate(**inputs, max_new_tokens=2, num_beams=2, do_sample=False).shape[0] == 2

@@ -14,8 +14,8 @@ prefills, at a decode step it feeds the same new tokens. Without a cache (``use_
 is recomputed whole, as the main pass is; VCD then reuses the noise drawn for the same pixel tensor. The
 noised pixels are drawn once per prompt; with ``VCDConfig.seed`` each image's noise depends only on the seed
 and that image's pixels, not on the rest of the batch (``noise.py``). Processors and warpers (temperature, top-k, top-p) act on the
-contrasted logits, as in both official codes. Beam search is not supported: the second pass's cache is
-not reordered with the beams (the official codes do not either).
+contrasted logits, as in both official codes. Beam search is refused (``handle.refusing_beams``): the second
+pass's cache is not reordered with the beams (the official codes do not either).
 """
 
 from __future__ import annotations

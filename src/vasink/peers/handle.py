@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 from torch import nn
 
 from ..models import adapter_for
 from . import attention
-from .config import PEER_CONFIGS, VCDConfig
+from .config import PEER_CONFIGS, PAIConfig, VCDConfig
 from .contrast import ContrastPass
 
 SUPPORTED_BASE_IMPLEMENTATIONS = ("sdpa", "eager")
@@ -30,6 +32,7 @@ class PeerHandle:
         self.contrast: ContrastPass | None = None
         self._hooks: list = []
         self._modalities = _UNSET  # the model's own input_modalities attribute, while VCD shadows it
+        self._generate = _UNSET  # the model's own generate instance attribute, while a second pass shadows it
         self.active = False
 
     def check(self, config) -> None:
@@ -65,6 +68,9 @@ class PeerHandle:
         if config.contrasts_logits:
             self.contrast = ContrastPass(model, self.adapter, config, peer_state=self.state)
             self._hooks.append(model.register_forward_hook(self.contrast.on_model_output, with_kwargs=True))
+            # the second pass's cache is not reordered with beams: generate refuses beam search while it is on
+            self._generate = model.__dict__.get("generate", _UNSET)
+            model.generate = refusing_beams(model, model.generate, config)
         self.active = True
         setattr(model, self.handle_attr, self)
         return self
@@ -85,9 +91,45 @@ class PeerHandle:
             self.model.input_modalities = self._modalities
         elif "input_modalities" in self.model.__dict__:
             del self.model.input_modalities
+        if self._generate is not _UNSET:
+            self.model.generate = self._generate
+        elif self.contrast is not None and "generate" in self.model.__dict__:
+            del self.model.generate
         self.active = False
         if getattr(self.model, self.handle_attr, None) is self:
             delattr(self.model, self.handle_attr)
 
     def __repr__(self) -> str:
         return f"PeerHandle({type(self.model).__name__}, active={self.active}, config={self.config})"
+
+
+def requested_beams(model: nn.Module, args: tuple, kwargs: dict) -> int:
+    """The ``num_beams`` a ``generate(*args, **kwargs)`` call asks for: the keyword, else its generation config
+    (keyword or second positional argument), else the model's."""
+    if kwargs.get("num_beams") is not None:
+        return int(kwargs["num_beams"])
+    config = kwargs.get("generation_config", args[1] if len(args) > 1 else None)
+    for source in (config, getattr(model, "generation_config", None)):
+        if getattr(source, "num_beams", None) is not None:
+            return int(source.num_beams)
+    return 1
+
+
+def refusing_beams(model: nn.Module, generate, config):
+    """``generate`` that raises before anything runs when the call asks for beam search (PAI's guidance and
+    VCD's contrast keep a second cache that beam search would not reorder: answers would mix beams)."""
+
+    @functools.wraps(generate)
+    def generate_without_beams(*args, **kwargs):
+        beams = requested_beams(model, args, kwargs)
+        if beams > 1:
+            method = config.method.upper()
+            what = "PAI's guidance (gamma != 1)" if isinstance(config, PAIConfig) else "VCD's contrast"
+            raise ValueError(f"{what} does not support beam search (num_beams={beams}): its second pass keeps a "
+                             f"cache of its own that generate does not reorder with the beams. Generate with "
+                             f"num_beams=1, greedy (do_sample=False) or sampling (do_sample=True), with {method} on; "
+                             f"VAR, VAF and PAI with gamma=1 (its attention edit alone) add no second pass and run with beams "
+                             f"(docs/peers.md#using-them)")
+        return generate(*args, **kwargs)
+
+    return generate_without_beams
