@@ -351,3 +351,33 @@ def test_vcd_noise_seed_does_not_depend_on_the_batch(loaded):
     assert seeds["a"] == seeds["b"] != seeds["run 1"]
     with armsmod.switched_on(loaded.model, VCDConfig(seed=None), 1, ["s1"]) as handle:
         assert handle.config.seed is None  # torch's global generator, as the official code
+
+
+def test_score_rescores_a_run_by_its_folder_or_its_name(tmp_path, use_tiny, loaded, monkeypatch, capsys):
+    """vasink score --run takes what vasink report takes (the run's folder) or the run's name under vasink-eval/
+    (where vasink eval writes without --out); benchmark and data from run.json; the scores are the report's. A
+    run that does not exist is named, with the runs that do."""
+    monkeypatch.chdir(tmp_path)
+    run_eval(dataclasses.replace(settings(None, limit=1), out=None), loaded=loaded)  # vasink-eval/organism-pope
+    report = build_report(tmp_path / "vasink-eval" / "organism-pope", resamples=10)
+    for spec in ("organism-pope", str(tmp_path / "vasink-eval" / "organism-pope")):
+        for arm in ("base", "var"):
+            out = tmp_path / f"{arm}.json"
+            assert main(["score", "--run", spec, "--arm", arm, "--out", str(out)]) == 0
+            result = json.loads(out.read_text())
+            assert result["benchmark"] == "organism-pope" and result["arm"] == arm and result["n"] == 3
+            assert result["metrics"]["overall"]["accuracy"] == pytest.approx(
+                report["metrics"][arm]["overall"]["accuracy"])
+    capsys.readouterr()
+    assert main(["score", "--run", "organism-pope"]) == 2
+    assert "choose one with --arm" in capsys.readouterr().err
+    assert main(["score", "--run", "pope-7b", "--arm", "base"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--run pope-7b: no such run" in err and "organism-pope" in err
+    assert main(["score", "--run", "organism-pope", "--bench", "pope", "--arm", "base"]) == 2
+    assert "is of benchmark organism-pope" in capsys.readouterr().err
+    assert main(["score", "--run", "organism-pope", "--answers", "a.jsonl"]) == 2
+    assert "one of the two" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path / "vasink-eval")
+    assert main(["score", "--run", "nothing"]) == 2
+    assert "no runs in" in capsys.readouterr().err

@@ -15,7 +15,7 @@ COMMANDS = {
     "eval": "evaluate a model on a benchmark: base and VAR, or any arms (--arms base,var,pai,vaf,vcd)",
     "report": "merge a run's record files and write report.md/.json/.png",
     "sweep": "a method's parameters over a grid (VAR: rho/p/tau), reusing one base arm",
-    "score": "score an answers file made elsewhere",
+    "score": "score an answers file made elsewhere, or re-score a vasink eval run (--run)",
 }
 
 
@@ -82,11 +82,17 @@ def add_commands(commands) -> None:
     sweep.set_defaults(func=run_sweep_command)
 
     score = commands.add_parser("score", help=COMMANDS["score"])
-    score.add_argument("--bench", required=True, help=f"benchmark NAME or NAME:SUBSET; one of {_known()}")
-    score.add_argument("--answers", required=True, help="JSONL answers: LLaVA's (question_id, text) or vasink records")
+    score.add_argument("--bench", default=None,
+                       help=f"benchmark NAME or NAME:SUBSET, with --answers; one of {_known()}")
+    score.add_argument("--answers", default=None, help="JSONL answers: LLaVA's (question_id, text) or vasink records")
+    score.add_argument("--run", default=None,
+                       help="re-score a vasink eval run: its folder (as vasink report takes it) or its name under "
+                            "vasink-eval/ (e.g. organism-pope); benchmark and data from its run.json")
     score.add_argument("--arm", default=None,
-                       help="with vasink records: the arm to score, e.g. base or var (needed when the file has several)")
-    score.add_argument("--data", default=None, help="dataset id or local question file (default: the benchmark's)")
+                       help="with vasink records or --run: the arm to score, e.g. base or var (needed when there "
+                            "are several)")
+    score.add_argument("--data", default=None,
+                       help="dataset id or local question file (default: the benchmark's; with --run, the run's)")
     score.add_argument("--images", default=None, help="image folder for local question files")
     score.add_argument("--out", default=None, help="also write the scores to this JSON file")
     score.set_defaults(func=run_score_command)
@@ -159,15 +165,28 @@ def run_report_command(args) -> int:
 def run_score_command(args) -> int:
     from pathlib import Path
 
-    from ..eval.score import score_answers
+    from ..eval.score import score_answers, score_run
 
-    if not Path(args.answers).is_file():
-        raise FileNotFoundError(f"--answers {args.answers}: no such file")
-    result = score_answers(args.bench, args.answers, args.data, args.images, arm=args.arm)
+    if (args.answers is None) == (args.run is None):
+        raise ValueError("vasink score takes --answers FILE (with --bench) or --run RUN (a vasink eval run), "
+                         "one of the two")
+    if args.run is not None:
+        result = score_run(args.run, arm=args.arm, data=args.data, images=args.images, bench=args.bench)
+        source = f"run {result['run']} (arm {result['arm']})"
+    else:
+        if args.bench is None:
+            raise ValueError("--answers needs --bench NAME (the benchmark the answers are for)")
+        if not Path(args.answers).is_file():
+            raise FileNotFoundError(f"--answers {args.answers}: no such file")
+        result = score_answers(args.bench, args.answers, args.data, args.images, arm=args.arm)
+        source = args.answers
     for scope, metrics in result["metrics"].items():
         print(f"{scope}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     if result["missing"]:
-        print(f"({result['missing']} samples of the benchmark have no answer in {args.answers})")
+        print(f"({result['missing']} samples of the benchmark have no answer in {source})")
+    if result.get("sampled_runs", 1) > 1:
+        print(f"(arm {result['arm']} sampled {result['sampled_runs']} answers per sample: run 0 scored; "
+              f"vasink report pools them)")
     if result.get("skipped"):
         print(f"({result['skipped']} answer lines left out: not part of this benchmark's scoring, e.g. MMBench "
               f"rounds > 0 from LLaVA's --all-rounds)")
