@@ -164,7 +164,7 @@ def test_dialogues_draw_families_by_weight_and_put_the_caption_last(processor):
         rng = np.random.default_rng(1)
         for _ in range(20):
             batch_scenes = [scenes.make_scene(rng) for _ in range(8)]
-            batch = encoder.batch(rng, batch_scenes, max_turns=3, weights=weights)
+            batch = encoder.batch(rng, batch_scenes, max_turns=3, weights=weights, caption_last=True)
             for row, scene in enumerate(batch_scenes):
                 text = processor.tokenizer.decode(batch["input_ids"][row][batch["attention_mask"][row] == 1])
                 asked = [q for q in scene.questions if q[0] in text]
@@ -174,6 +174,20 @@ def test_dialogues_draw_families_by_weight_and_put_the_caption_last(processor):
         drawn[weights is None] = seen["attribute"] / sum(seen.values())
     # a scene has about ten questions, one of them attribute: weight 4 draws it about three times as often
     assert drawn[True] < 0.13 and drawn[False] > 2 * drawn[True]
+
+
+def test_the_unweighted_draw_is_the_shipped_recipes(processor):
+    """Without weights the turns are drawn as the shipped run drew them (a permutation, then how many), so the
+    default recipe reproduces its checkpoint; the caption is not moved unless asked."""
+    encoder = data.Encoder(processor.tokenizer)
+    batch_scenes = scenes.sample("train", 6, seed=3)
+    got = encoder.batch(np.random.default_rng(7), batch_scenes, max_turns=3)
+    rng = np.random.default_rng(7)
+    for row, scene in enumerate(batch_scenes):
+        order = rng.permutation(len(scene.questions))
+        turns = [scene.questions[i][:2] for i in order[:int(rng.integers(1, 4))]]
+        ids = encoder.dialogue(turns)[0]
+        assert got["input_ids"][row, :len(ids)].tolist() == ids
 
 
 def test_visual_sinks_are_declared_only_when_most_layers_meet_the_papers_criteria():

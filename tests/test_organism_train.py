@@ -223,9 +223,16 @@ def test_recipe_variants_are_set_from_text_with_clear_refusals():
         with pytest.raises(ValueError, match=message):
             recipe_with(Recipe(), {"family_weights": bad})
     # a run written before the field existed resumes as it started: every family weighs 1
-    old = dataclasses.asdict(Recipe())
-    del old["family_weights"]
-    assert recipe_from_dict(old).family_weights == {} and Recipe().family_weights["attribute"] > 1
+    old = dataclasses.asdict(recipe_with(Recipe(), {"family_weights": "attribute=4", "caption_last": "true"}))
+    del old["family_weights"], old["caption_last"]
+    assert recipe_from_dict(old).family_weights == {} and not recipe_from_dict(old).caption_last
+
+
+def test_the_default_recipe_is_the_shipped_checkpoints():
+    """`vasink organism train` with no --set reproduces what ships: its defaults are the recipe the shipped
+    checkpoint records (fields added since then take the values that run had)."""
+    shipped = json.loads((organism.CHECKPOINT_DIR / "organism.json").read_text())["recipe"]
+    assert recipe_from_dict(shipped) == Recipe()
 
 
 def test_a_stage_2_variant_branches_from_another_runs_stage_1(tmp_path, tiny_lm):
@@ -250,3 +257,17 @@ def test_a_stage_2_variant_branches_from_another_runs_stage_1(tmp_path, tiny_lm)
     assert towers and all(torch.equal(a[k], b[k]) for k in towers)
     with pytest.raises(FileExistsError, match="new --out"):
         branch(tmp_path / "base", tmp_path / "variant")
+
+
+def test_place_targets_are_a_variant_of_stage_0():
+    """--set pretrain_place=true adds the centre column/row loss and its held-out accuracy; off (the shipped
+    recipe), stage 0 has neither."""
+    from vasink.organism import pretrain, scenes
+
+    batch = pretrain.targets(scenes.sample("train", 4, seed=0))
+    for place in (False, True):
+        model = pretrain.Pretrainer(pretrain.make_tower(build.VisionShape(width=32, layers=1, heads=2, mlp=64), 0),
+                                    32, text_width=32, place=place)
+        total, parts = model(batch)
+        assert ("place" in parts) == place and total.item() == pytest.approx(sum(p.item() for p in parts.values()), rel=1e-5)
+        assert ("object_patch_place_acc" in model.evaluate(batch)) == place

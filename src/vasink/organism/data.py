@@ -49,19 +49,24 @@ class Encoder:
 
     def batch(self, rng: np.random.Generator, batch_scenes: list[scenes.Scene], max_turns: int = 4,
               families: tuple[str, ...] | None = None,
-              weights: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+              weights: dict[str, float] | None = None, caption_last: bool = False) -> dict[str, torch.Tensor]:
         """A right-padded batch of one dialogue per scene: 1..max_turns of its questions (only ``families``
-        when given), drawn without replacement with probability proportional to their family's weight
-        (``weights``; families not named weigh 1), in random order but for the caption, which comes last: a
-        caption names every object's colour and their left-to-right order, so a question after it could be
-        answered from the text instead of the image."""
+        when given), shuffled. With ``weights`` they are drawn without replacement with probability
+        proportional to their family's weight (families not named weigh 1); with ``caption_last`` a drawn
+        caption is asked last (a caption names every object's colour and their left-to-right order, so a
+        question after it could be answered from the text instead of the image)."""
         seqs = []
         for scene in batch_scenes:
             pool = [q for q in scene.questions if families is None or q[2] in families] or scene.questions
-            w = np.array([(weights or {}).get(q[2], 1.0) for q in pool], dtype=np.float64)
-            k = min(int(rng.integers(1, max_turns + 1)), len(pool))
-            chosen = rng.choice(len(pool), size=k, replace=False, p=w / w.sum())
-            chosen = sorted(chosen, key=lambda i: pool[i][2] == "caption")  # stable: the drawn order otherwise
+            if weights:
+                w = np.array([weights.get(q[2], 1.0) for q in pool], dtype=np.float64)
+                k = min(int(rng.integers(1, max_turns + 1)), len(pool))
+                chosen = list(rng.choice(len(pool), size=k, replace=False, p=w / w.sum()))
+            else:  # the shipped recipe's draw, kept as it was so that the recipe reproduces its checkpoint
+                order = rng.permutation(len(pool))
+                chosen = list(order[:int(rng.integers(1, max_turns + 1))])
+            if caption_last:
+                chosen.sort(key=lambda i: pool[i][2] == "caption")  # stable: the drawn order otherwise
             seqs.append(self.dialogue([(pool[i][0], pool[i][1]) for i in chosen]))
         width = max(len(ids) for ids, _ in seqs)
         input_ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)

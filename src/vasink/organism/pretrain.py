@@ -9,11 +9,11 @@ LLaVA's projector reads, ``vision_feature_layer=-1``, CLS dropped):
   circle at the top left , ...") read by a small CLIP text encoder (transformers' ``CLIPTextModel``) over the
   descriptions' word vocabulary, with CLIP's symmetric cross-entropy and learned temperature;
 - **dense labels** per patch: whether an object's box covers at least a quarter of the patch, and on those
-  object patches the object's shape, colour and where its centre lies (column and row of the 8x8 grid) (so
-  every patch of an object must know the whole object: shape identity is not visible in one 8x8 corner, and
-  "left of" / "above" need the object's place in the token itself, not only in its sequence position; these
-  losses are averaged over object patches only, so that the easy background patches, about three quarters,
-  do not dilute them);
+  object patches the object's shape and colour (so every patch of an object must know the whole object: shape
+  identity is not visible in one 8x8 corner; these losses are averaged over object patches only, so that the
+  easy background patches, about three quarters, do not dilute them); with ``recipe.pretrain_place`` also
+  where its centre lies (column and row of the 8x8 grid: "left of" / "above" need the object's place in the
+  token itself, not only in its sequence position);
 - **scene labels** from the mean patch token: which shapes are present (multi-label) and the object count.
 
 The heads and the text encoder are thrown away after this stage; only the tower goes on. Nothing here touches
@@ -95,7 +95,7 @@ def targets(scene_list: list[scenes.Scene]) -> dict[str, torch.Tensor]:
 class Pretrainer(nn.Module):
     """The tower plus this stage's heads and text encoder (which are discarded afterwards)."""
 
-    def __init__(self, tower: nn.Module, width: int, text_width: int = 128):
+    def __init__(self, tower: nn.Module, width: int, text_width: int = 128, place: bool = False):
         from transformers import CLIPTextConfig, CLIPTextModel
 
         super().__init__()
@@ -104,8 +104,11 @@ class Pretrainer(nn.Module):
         self.object_head = nn.Linear(width, 1)
         self.shape_head = nn.Linear(width, len(scenes.SHAPES) + 1)
         self.colour_head = nn.Linear(width, len(scenes.COLORS) + 1)
-        self.column_head = nn.Linear(width, GRID)   # the covering object's centre column, on object patches
-        self.row_head = nn.Linear(width, GRID)      # ... and row
+        self.place = place
+        if place:  # created here, between the colour and count heads, only when asked: the seeded init of the
+            # heads after them (and so the shipped tower) does not change when the place targets are off
+            self.column_head = nn.Linear(width, GRID)   # the covering object's centre column, on object patches
+            self.row_head = nn.Linear(width, GRID)      # ... and row
         self.count_head = nn.Linear(width, len(scenes.NUMBER_WORDS))
         self.presence_head = nn.Linear(width, len(scenes.SHAPES))
         self.text = CLIPTextModel(CLIPTextConfig(
@@ -139,12 +142,16 @@ class Pretrainer(nn.Module):
                 self.object_head(tokens).squeeze(-1), on_object.float()),
             "shape": ce(shape_logits[on_object], batch["patch_shape"][on_object]),
             "colour": ce(colour_logits[on_object], batch["patch_colour"][on_object]),
-            "place": (ce(self.column_head(tokens)[on_object], batch["patch_centre"][on_object] % GRID)
-                      + ce(self.row_head(tokens)[on_object], batch["patch_centre"][on_object] // GRID)),
+        }
+        if self.place:
+            centre = batch["patch_centre"][on_object]                  # (N,) grid cell of the object's centre
+            parts["place"] = (ce(self.column_head(tokens)[on_object], centre % GRID)
+                              + ce(self.row_head(tokens)[on_object], centre // GRID))
+        parts.update({
             "count": ce(count_logits, batch["count"]),
             "presence": nn.functional.binary_cross_entropy_with_logits(presence_logits, batch["presence"]),
             "contrast": image_text_contrastive_loss(similarity),
-        }
+        })
         return sum(parts.values()), parts
 
     @torch.no_grad()
@@ -159,20 +166,22 @@ class Pretrainer(nn.Module):
         shape_ok = self.shape_head(tokens).argmax(-1) == batch["patch_shape"]
         colour_ok = self.colour_head(tokens).argmax(-1) == batch["patch_colour"]
         object_ok = (self.object_head(tokens).squeeze(-1) > 0) == on_object
-        centre = batch["patch_centre"]
-        place_ok = ((self.column_head(tokens).argmax(-1) == centre % GRID)
-                    & (self.row_head(tokens).argmax(-1) == centre // GRID))
         presence = (self.presence_head(pooled) > 0).float()
         text = self.text(input_ids=batch["caption_ids"],
                          attention_mask=(batch["caption_ids"] != PAD).long()).pooler_output
         similarity = (nn.functional.normalize(self.text_projection(text), dim=-1)
                       @ nn.functional.normalize(self.image_projection(pooled), dim=-1).T)
         norms = raw.norm(dim=-1)                                        # (B, 64)
+        place = {}
+        if self.place:
+            centre = batch["patch_centre"]
+            place_ok = ((self.column_head(tokens).argmax(-1) == centre % GRID)
+                        & (self.row_head(tokens).argmax(-1) == centre // GRID))
+            place = {"object_patch_place_acc": place_ok[on_object].float().mean().item()}
         self.train()
-        return {
+        return {**place,
             "object_patch_shape_acc": shape_ok[on_object].float().mean().item(),
             "object_patch_colour_acc": colour_ok[on_object].float().mean().item(),
-            "object_patch_place_acc": place_ok[on_object].float().mean().item(),
             "objectness_acc": object_ok.float().mean().item(),
             "count_acc": (self.count_head(pooled).argmax(-1) == batch["count"]).float().mean().item(),
             "shape_set_acc": (presence == batch["presence"]).all(-1).float().mean().item(),
@@ -210,7 +219,7 @@ def run(out, seed: int, recipe, log, device: torch.device, deadline: float | Non
     from .train import _cosine, optimizer_step
 
     out = Path(out)
-    model = Pretrainer(make_tower(recipe.vision, seed), recipe.vision.width).to(device)
+    model = Pretrainer(make_tower(recipe.vision, seed), recipe.vision.width, place=recipe.pretrain_place).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.pretrain_lr, weight_decay=0.0)
     state_file, step, elapsed = out / STATE_FILE, 0, 0.0
     if state_file.exists():

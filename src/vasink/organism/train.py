@@ -43,14 +43,16 @@ class Recipe:
     pretrain_batch: int = 64
     pretrain_lr: float = 1e-3
     stage1_steps: int = 100        # frozen LM: the projector (and the tower unless freeze_tower)
-    stage2_steps: int = 1200       # + LoRA on the LM
+    stage2_steps: int = 900        # + LoRA on the LM
     freeze_tower: bool = True      # after stage 0 the tower stays as pretrained (LLaVA keeps CLIP frozen)
     batch_size: int = 8
     max_turns: int = 3             # questions of one scene per training sequence
     stage2_families: tuple[str, ...] | None = None  # stage 2 asks only these families (None: all), e.g. ("caption",)
-    # how often a scene's question of a family is drawn into a dialogue, relative to 1 (the families not named):
-    # a scene has six existence questions but one attribute and at most two spatial ones
-    family_weights: dict[str, float] = field(default_factory=lambda: {"attribute": 4.0, "spatial": 3.0})
+    # how often a scene's question of a family is drawn into a dialogue, relative to 1 (the families not named),
+    # e.g. {"attribute": 4.0, "spatial": 3.0}: a scene has six existence questions but one attribute question
+    family_weights: dict[str, float] = field(default_factory=dict)
+    caption_last: bool = False     # ask a drawn caption last (it names colours and left-to-right order)
+    pretrain_place: bool = False   # stage 0 also predicts each object patch's centre column and row
     lr: float = 1e-3               # stage 1 (projector, and tower unless frozen)
     stage2_lr: float = 2e-4        # stage 2 (LoRA and the projector)
     lora_rank: int = 16
@@ -82,9 +84,15 @@ def _cosine(recipe: Recipe, base: float, s: int, steps: int) -> float:
     return base * (recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+# Recipe fields added after runs were written (the shipped checkpoint's organism.json among them), each with
+# the value those runs had; recipe_from_dict fills them in, so an old run resumes and re-exports as it ran.
+_ADDED_LATER = {"family_weights": {}, "caption_last": False, "pretrain_place": False}
+
+
 def recipe_from_dict(fields: dict) -> Recipe:
     fields = dict(fields)
-    fields.setdefault("family_weights", {})  # recipes written before the field drew every family alike
+    for name, value in _ADDED_LATER.items():  # a recipe written before the field: the value it ran with
+        fields.setdefault(name, value)
     vision = build.VisionShape(**fields.pop("vision", {}))
     known = {f.name for f in dataclasses.fields(Recipe)}
     if fields.get("stage2_families") is not None:
@@ -266,7 +274,7 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
             batch = encoder.batch(rng, [scenes.make_scene(rng) for _ in range(recipe.batch_size)],
                                   max_turns=recipe.max_turns,
                                   families=recipe.stage2_families if step >= recipe.stage1_steps else None,
-                                  weights=recipe.family_weights)
+                                  weights=recipe.family_weights, caption_last=recipe.caption_last)
             batch = {k: v.to(device) for k, v in batch.items()}
             lr = lr_at(recipe, step)
             loss = _train_step(model, optimizer, batch, lr, recipe)
