@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../.."
 limit=${LIMIT:-100}  # POPE questions per negative-sampling subset for heads/ablate (LIMIT=30: 2.4 min on 2 CPU cores)
 out=docs/analysis
 vasink sinks --out "$out/sinks" "$@"
-vasink attention --out "$out/attention" "$@"
-vasink heads --bench organism-pope --limit "$limit" --out "$out/heads" "$@"
+vasink attention --methods var,pai,vaf --out "$out/attention" "$@"
+vasink heads --methods var,pai,vaf --bench organism-pope --limit "$limit" --out "$out/heads" "$@"
 vasink ablate --bench organism-pope --limit "$limit" --out "$out/ablate" "$@"
 python -m vasink.analysis.findings "$out"
