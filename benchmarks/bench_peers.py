@@ -7,7 +7,9 @@ model and the same prompts, in one run.
 
 Methods: ``stock`` (the model's SDPA), ``var`` (vasink's default path), ``pai`` (attention edit and guidance
 against the prompt without its image, official alpha 0.2 / gamma 1.1), ``pai-attention`` (its attention edit
-alone, gamma 1), ``vaf`` (ClearSight's key scaling), ``vcd`` (contrast with the diffusion-noised image). Each
+alone, gamma 1), ``vaf`` (ClearSight's key scaling), ``vcd`` (contrast with the diffusion-noised image: main and
+noised rows as one forward of 2B rows), ``vcd-separate`` (the same contrast, its second pass a forward of its own
+after each main forward, with its own cache: VCD before the paired forward). Each
 generates ``--new-tokens`` greedy tokens (min = max, so every method decodes as many) from a batch of
 LLaVA-1.5-shaped prompts (BOS + 35 system tokens + 576 image tokens + 28 text tokens), random weights; a massive
 value is written into layer 0's output at BOS and 7 patches so that VAR has sinks to act on (a workload
@@ -38,7 +40,7 @@ from bench_var import (generate_inputs_7b, plant_massive_activation, proc_status
 
 import vasink  # noqa: E402
 
-METHODS = ("stock", "var", "pai", "pai-attention", "vaf", "vcd")
+METHODS = ("stock", "var", "pai", "pai-attention", "vaf", "vcd", "vcd-separate")
 # workload -> (text widths, decoder layers, sink dims planted and given to VAR, VAR's tau)
 WORKLOADS = {
     "tiny": (dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=4,
@@ -60,11 +62,11 @@ def method_config(name: str, workload: str):
             "pai": vasink.PAIConfig(),
             "pai-attention": vasink.PAIConfig(gamma=1.0),
             "vaf": vasink.VAFConfig(),
-            "vcd": vasink.VCDConfig(seed=0)}[name]
+            "vcd": vasink.VCDConfig(seed=0), "vcd-separate": vasink.VCDConfig(seed=0)}[name]
 
 
 def build(workload: str, device, dtype):
-    """A random LLaVA with the workload's text widths and a 576-patch vision tower, sinks planted."""
+    """A random LLaVA with the workload's text widths and a 576-patch vision tower (its sinks planted by ``runner``)."""
     widths, layers, sink_dims, _ = WORKLOADS[workload]
     text = LlamaConfig(**widths, num_hidden_layers=layers)
     vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
@@ -76,19 +78,31 @@ def build(workload: str, device, dtype):
         model = LlavaForConditionalGeneration._from_config(config, dtype=dtype).eval()
     model.set_attn_implementation("sdpa")
     model.generation_config.pad_token_id = 0
-    plant_massive_activation(model, dims=sink_dims)
     return model
 
 
 def runner(model, inputs, workload: str, new_tokens: int):
+    """``run(method)``: one greedy generate with the method on. The sinks are planted (``plant_massive_activation``)
+    after vasink's hooks, so that they see the rows the model runs (VCD's paired forward has 2B)."""
+    sink_dims = WORKLOADS[workload][2]
+
+    def generate():
+        hooks = plant_massive_activation(model, dims=sink_dims)
+        try:
+            return model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
     def run(name):
         config = method_config(name, workload)
         with torch.no_grad():
             if config is None:
-                return model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-            with vasink.var(model, config):
-                return model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                      do_sample=False)
+                return generate()
+            with vasink.var(model, config) as handle:
+                if name == "vcd-separate":
+                    handle.contrast.batch = False
+                return generate()
     return run
 
 

@@ -384,3 +384,36 @@ def test_beam_search_is_refused_while_a_second_pass_is_on():
         with vasink.var(model, config):
             assert model.generate(**inputs, max_new_tokens=2, num_beams=2, do_sample=False).shape[0] == 2
     assert model.generate(**inputs, max_new_tokens=2, num_beams=2, do_sample=False).shape[0] == 2
+
+
+@pytest.mark.parametrize("name", ["llava_next", "qwen2_vl", "qwen2_5_vl", "gemma3", "paligemma", "idefics3",
+                                  "mistral3", "internvl"])
+def test_vcd_paired_forward_equals_a_separate_second_pass(name):
+    """VCD's main and noised rows as one forward of 2B rows over generate's cache: the same tokens and logits
+    (prefill and every decode step, left-padded batch) as the separate second pass with its own cache, with a
+    dynamic cache, a static one and none; each forward of the paired generation runs 2B rows."""
+    family, model = FAMILIES[name], model_of(name)
+    inputs = family.inputs(model, prompts_of(family))
+    rows = inputs["input_ids"].shape[0]
+    seen = []
+    with vasink.var(model, vasink.VCDConfig(alpha=1.5, beta=0.05, seed=3)) as handle:
+        # registered after vasink's: sees the rows the model runs
+        hook = model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["input_ids"].shape[0]),
+                                               with_kwargs=True)
+        try:
+            assert handle.contrast.batch
+            runs = {how: generate(model, inputs, **kwargs) for how, kwargs in
+                    (("dynamic", {}), ("static", {"cache_implementation": "static"}), ("none", {"use_cache": False}))}
+            paired_forwards = list(seen)
+            # Qwen-VL's rope deltas stay the main rows' (generate reads them)
+            assert all(m.rope_deltas is None or m.rope_deltas.shape[0] == rows for m in handle.contrast.stateful)
+            handle.contrast.batch = False
+            seen.clear()
+            separate = generate(model, inputs)
+        finally:
+            hook.remove()
+    assert paired_forwards == [2 * rows] * (3 * NEW)
+    assert seen == [rows, rows] * NEW  # main forward, then the second pass
+    for how, (tokens, steps) in runs.items():
+        assert torch.equal(tokens, separate[0]), how
+        torch.testing.assert_close(steps, separate[1], rtol=1e-4, atol=1e-4, msg=how)

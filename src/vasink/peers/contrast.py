@@ -9,8 +9,16 @@ A forward hook on the model runs the second pass right after each forward of the
 - VCD (DAMO-NLP-SG/VCD vcd_sample.py, after its 2024-07 fix): the same prompt over the diffusion-noised image
   (``noise.py``): ``(1 + alpha) * l - alpha * l_noised``, -inf where ``l < log(beta) + max l``.
 
-The second pass keeps its own cache (a ``DynamicCache``, whatever cache the generation uses): at a prompt it
-prefills, at a decode step it feeds the same new tokens. Without a cache (``use_cache=False``) each forward
+VCD's contrast prompt has the same tokens, mask and positions as the main one (only the pixels differ), so by
+default both run as ONE forward of 2B rows (``ContrastPass.batch``): a forward pre-hook appends the noised rows
+to every batch input (ids, mask, positions, token types, the pixels noised, their grids and sizes) and the model
+runs them over the generation's own cache, which then holds 2B rows (main rows, then noised rows; the cache
+``generate`` returns included); the forward hook splits the logits back. Qwen-VL's rope deltas stay the main
+rows' between forwards (``generate`` reads them). A cache allocated before the prompt (static cache with early
+initialization) cannot take 2B rows: VCD then runs the second pass separately, as PAI always does (its
+no-image prompt is shorter than the main one: its rows would not line up with the main rows in one cache).
+Separately, the second pass keeps its own cache (a ``DynamicCache``, whatever cache the generation uses): at a
+prompt it prefills, at a decode step it feeds the same new tokens. Without a cache (``use_cache=False``) each forward
 is recomputed whole, as the main pass is; VCD then reuses the noise drawn for the same pixel tensor. The
 noised pixels are drawn once per prompt; with ``VCDConfig.seed`` each image's noise depends only on the seed
 and that image's pixels, not on the rest of the batch (``noise.py``). Processors and warpers (temperature, top-k, top-p) act on the
@@ -61,6 +69,10 @@ class ContrastPass:
         self.model, self.adapter, self.config = model, adapter, config
         self.peer_state = peer_state  # PAI's attention state: bypassed during the no-image pass
         self.running = False
+        # VCD: main and noised rows as one forward of 2B rows (False: a separate second pass, with its own cache)
+        self.batch = isinstance(config, VCDConfig)
+        self.paired = False  # the current generation runs paired (set at its prompt)
+        self.rows: int | None = None  # B of the paired forward in flight (set by the pre-hook, read by the hook)
         self.cache: DynamicCache | None = None
         self.mask: torch.Tensor | None = None  # (B, T) 2D mask of the contrast sequence so far
         self.positions: torch.Tensor | None = None  # (B, 1) last text position of the contrast sequence (PAI)
@@ -68,9 +80,39 @@ class ContrastPass:
         # model state a forward writes for later steps (Qwen-VL's rope deltas): saved around the second pass
         self.stateful = [m for m in model.modules() if hasattr(m, "rope_deltas")]
 
+    def on_model_call(self, module: nn.Module, args: tuple, kwargs: dict):
+        """Forward pre-hook: with ``batch`` (VCD), the call's B rows followed by their B noised rows."""
+        self.rows = None
+        if self.running or not self.batch or len(args) > 1:
+            return None
+        kwargs = dict(kwargs)
+        if args:
+            kwargs.setdefault("input_ids", args[0])
+        input_ids = kwargs.get("input_ids")
+        if input_ids is None:
+            raise ValueError(f"vasink's {self.config.method.upper()} needs input_ids; call the model with input_ids")
+        cache = next((kwargs[k] for k in CACHE_KEYS if kwargs.get(k) is not None), None)
+        if cache is None or int(cache.get_seq_length()) == 0:  # a prompt: pair it unless its cache is allocated
+            self.paired = not any(getattr(layer, "is_initialized", False) for layer in getattr(cache, "layers", ()))
+            if not self.paired:
+                return None
+            noised = self._noise(kwargs, reuse=cache is None)
+        elif not self.paired:
+            return None
+        else:
+            noised = {}
+        rows = input_ids.shape[0]
+        for m in self.stateful:  # Qwen-VL: the deltas of the rows the model reads at decode steps without positions
+            if isinstance(m.rope_deltas, torch.Tensor) and m.rope_deltas.shape[0] == rows:
+                m.rope_deltas = torch.cat([m.rope_deltas, m.rope_deltas])
+        self.rows = rows
+        return (), _paired(kwargs, noised)
+
     def on_model_output(self, module: nn.Module, args: tuple, kwargs: dict, output):
         if self.running:
             return None
+        if self.rows is not None:
+            return self._split(output)
         kwargs = dict(kwargs)
         if args:
             kwargs.setdefault("input_ids", args[0])
@@ -93,6 +135,21 @@ class ContrastPass:
         logits = logits.clone()
         logits[:, -1] = combined.to(logits.dtype)
         output.logits = logits
+        return output
+
+    def _split(self, output):
+        """The paired forward's output as the main rows', their last logits contrasted with the noised rows'."""
+        rows, self.rows = self.rows, None
+        for m in self.stateful:
+            if isinstance(m.rope_deltas, torch.Tensor) and m.rope_deltas.shape[0] == 2 * rows:
+                m.rope_deltas = m.rope_deltas[:rows]
+        logits = output.logits[:rows].clone()  # (B, T, V)
+        noised = output.logits[rows:, -1]  # (B, V)
+        logits[:, -1] = vcd_contrast(logits[:, -1], noised, self.config.alpha, self.config.beta).to(logits.dtype)
+        output.logits = logits
+        for key in ("hidden_states", "attentions"):
+            if isinstance(getattr(output, key, None), tuple):
+                setattr(output, key, tuple(t[:rows] for t in getattr(output, key)))
         return output
 
     def _run(self, inputs: dict):
@@ -190,6 +247,39 @@ class ContrastPass:
             raise ValueError("VCD noises the image's pixels: the prompt's forward got no pixel_values (pass the "
                              "processor's pixel_values, not mm_encoder_outputs)")
         return out
+
+
+def _paired(kwargs: dict, noised: dict) -> dict:
+    """The model call's keyword arguments with 2B rows: every batch tensor followed by itself (the pixels by their
+    noised copy; images, grids and sizes stay in row order); positions along their batch dim (-2: (B, T) and
+    Qwen-VL's (k, B, T)); the 4D masks generate builds for a static cache (one, or one per layer type), except
+    those that broadcast over the batch; the cache, cache positions and scalars as they are."""
+    out = {}
+    for key, value in kwargs.items():
+        if key in noised:
+            out[key] = torch.cat([value, noised[key]])
+        elif key == "attention_mask" and isinstance(value, dict):
+            out[key] = {kind: _paired_mask(mask) for kind, mask in value.items()}
+        elif key == "attention_mask" and value is not None:
+            out[key] = _paired_mask(value)
+        elif not isinstance(value, torch.Tensor) or value.dim() == 0 or key in (*CACHE_KEYS, "cache_position"):
+            out[key] = value
+        elif key == "position_ids" and value.dim() >= 2:
+            out[key] = torch.cat([value, value], dim=-2)
+        else:
+            out[key] = torch.cat([value, value])
+    return out
+
+
+def _paired_mask(mask):
+    if mask is None:
+        return mask
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"VCD's paired forward takes attention masks as tensors, got {type(mask).__name__}; "
+                        f"load the model with attn_implementation='sdpa' or 'eager'")
+    if mask.dim() == 4 and mask.shape[0] == 1:  # (1, 1, Q, K): the same for every row
+        return mask
+    return torch.cat([mask, mask])
 
 
 def _like(text_positions: torch.Tensor, main_positions: torch.Tensor) -> torch.Tensor:

@@ -67,6 +67,7 @@ class PeerHandle:
             model.input_modalities = ("text",)
         if config.contrasts_logits:
             self.contrast = ContrastPass(model, self.adapter, config, peer_state=self.state)
+            self._hooks.append(model.register_forward_pre_hook(self.contrast.on_model_call, with_kwargs=True))
             self._hooks.append(model.register_forward_hook(self.contrast.on_model_output, with_kwargs=True))
             # the second pass's cache is not reordered with beams: generate refuses beam search while it is on
             self._generate = model.__dict__.get("generate", _UNSET)
