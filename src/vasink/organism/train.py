@@ -92,7 +92,7 @@ _ADDED_LATER = {"family_weights": {}, "caption_last": False, "pretrain_place": F
 def recipe_from_dict(fields: dict) -> Recipe:
     fields = dict(fields)
     for name, value in _ADDED_LATER.items():  # a recipe written before the field: the value it ran with
-        fields.setdefault(name, value)
+        fields.setdefault(name, dict(value) if isinstance(value, dict) else value)  # never share the default
     vision = build.VisionShape(**fields.pop("vision", {}))
     known = {f.name for f in dataclasses.fields(Recipe)}
     if fields.get("stage2_families") is not None:
