@@ -182,3 +182,13 @@ def planted():
     planter = SinkPlanter(model)
     yield model
     planter.remove()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: two intra-op threads spin against other jobs (100x slower).
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

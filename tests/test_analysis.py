@@ -28,13 +28,7 @@ def image(seed: int = 0) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: two intra-op threads spin against other jobs (100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

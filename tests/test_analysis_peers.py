@@ -31,12 +31,7 @@ VISUAL_IDS = (IMAGE_TOKEN, IMAGE, VIDEO)
 VCD_MESSAGE = "VCD changes only the output logits"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

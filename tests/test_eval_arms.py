@@ -28,12 +28,7 @@ from vasink.eval.sweep import run_sweep  # noqa: E402
 BOOST_WORD = "w30"  # tiny_processor's word for token 30
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

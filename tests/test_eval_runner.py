@@ -24,12 +24,7 @@ from vasink.eval.runner import EvalSettings, run_eval  # noqa: E402
 from vasink.eval.sweep import run_sweep  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; tiny matmuls are fastest on one thread
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -33,13 +33,7 @@ def model_of(name: str, attn: str = "sdpa"):
     return _MODELS[name, attn]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: thread hand-offs cost more than the work, badly so on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(params=NAMES)
