@@ -14,7 +14,12 @@ LLaVA's projector reads, ``vision_feature_layer=-1``, CLS dropped):
   easy background patches, about three quarters, do not dilute them); with ``recipe.pretrain_place`` also
   where its centre lies (column and row of the 8x8 grid: "left of" / "above" need the object's place in the
   token itself, not only in its sequence position);
-- **scene labels** from the mean patch token: which shapes are present (multi-label) and the object count.
+- **scene labels** from the mean patch token: which shapes are present (multi-label) and the object count;
+  with ``recipe.pretrain_bind`` also which (shape, colour) pairs are present (multi-label) and, for every
+  ordered pair of shapes present once and apart by at least 8 px on an axis, whether the first is left of /
+  above the second. The language model reads the shapes present and the count well from its visual tokens
+  (they are in their mean), but not which colour or place belongs to which shape; these labels put those
+  bindings in the mean too.
 
 The heads and the text encoder are thrown away after this stage; only the tower goes on. Nothing here touches
 the language model.
@@ -69,6 +74,32 @@ def patch_labels(scene: scenes.Scene) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return shape.reshape(-1), colour.reshape(-1), centre.reshape(-1)
 
 
+RELATION_AXES = 2                    # left of (x), above (y)
+
+
+def binding_labels(scene: scenes.Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(pairs, relations, relation_mask)``: which (shape, colour) pairs the scene holds, (8 * 8,) indexed
+    shape * 8 + colour; and per axis (left of, above) and ordered pair of shapes (a, b), whether a's centre is
+    before b's, (2 * 8 * 8,) indexed (axis * 8 + a) * 8 + b, defined (mask 1) only where both shapes are present
+    once and their centres are at least 8 px apart on that axis: the pairs the spatial questions ask about."""
+    n_shapes, n_colours = len(scenes.SHAPES), len(scenes.COLORS)
+    pairs = np.zeros(n_shapes * n_colours, dtype=np.float32)
+    relations = np.zeros(RELATION_AXES * n_shapes * n_shapes, dtype=np.float32)
+    mask = np.zeros_like(relations)
+    for obj in scene.objects:
+        pairs[scenes.SHAPES.index(obj.shape) * n_colours + list(scenes.COLORS).index(obj.color)] = 1.0
+    shapes = [o.shape for o in scene.objects]
+    single = [o for o in scene.objects if shapes.count(o.shape) == 1]
+    for axis in range(RELATION_AXES):
+        for a in single:
+            for b in single:
+                if a is not b and abs(a.center[axis] - b.center[axis]) >= 8:
+                    at = (axis * n_shapes + scenes.SHAPES.index(a.shape)) * n_shapes + scenes.SHAPES.index(b.shape)
+                    relations[at] = float(a.center[axis] < b.center[axis])
+                    mask[at] = 1.0
+    return pairs, relations, mask
+
+
 def targets(scene_list: list[scenes.Scene]) -> dict[str, torch.Tensor]:
     """Pixel values and every pretraining target of a batch of scenes."""
     labels = [patch_labels(s) for s in scene_list]
@@ -78,6 +109,7 @@ def targets(scene_list: list[scenes.Scene]) -> dict[str, torch.Tensor]:
     for row, ids in enumerate(captions):
         caption_ids[row, :len(ids)] = torch.tensor(ids)
     presence = torch.zeros((len(scene_list), len(scenes.SHAPES)))
+    bindings = [binding_labels(s) for s in scene_list]
     for row, s in enumerate(scene_list):
         for o in s.objects:
             presence[row, scenes.SHAPES.index(o.shape)] = 1.0
@@ -89,13 +121,17 @@ def targets(scene_list: list[scenes.Scene]) -> dict[str, torch.Tensor]:
         "count": torch.tensor([len(s.objects) for s in scene_list]),            # (B,)
         "presence": presence,                                                    # (B, 8)
         "caption_ids": caption_ids,                                              # (B, L)
+        "pairs": torch.from_numpy(np.stack([b[0] for b in bindings])),          # (B, 64) shape x colour
+        "relations": torch.from_numpy(np.stack([b[1] for b in bindings])),      # (B, 128) axis x shape x shape
+        "relation_mask": torch.from_numpy(np.stack([b[2] for b in bindings])),  # (B, 128)
     }
 
 
 class Pretrainer(nn.Module):
     """The tower plus this stage's heads and text encoder (which are discarded afterwards)."""
 
-    def __init__(self, tower: nn.Module, width: int, text_width: int = 128, place: bool = False):
+    def __init__(self, tower: nn.Module, width: int, text_width: int = 128, place: bool = False,
+                 bind: bool = False):
         from transformers import CLIPTextConfig, CLIPTextModel
 
         super().__init__()
@@ -118,6 +154,10 @@ class Pretrainer(nn.Module):
         self.image_projection = nn.Linear(width, text_width, bias=False)
         self.text_projection = nn.Linear(text_width, text_width, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(2.6592))  # CLIP's initial log(1 / 0.07)
+        self.bind = bind
+        if bind:  # created last, only when asked, so that the other heads' seeded init does not change
+            self.pair_head = nn.Linear(width, len(scenes.SHAPES) * len(scenes.COLORS))
+            self.relation_head = nn.Linear(width, RELATION_AXES * len(scenes.SHAPES) ** 2)
 
     def patch_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The features LLaVA's projector reads: last hidden state, CLS dropped. (B, 64, width)"""
@@ -152,6 +192,13 @@ class Pretrainer(nn.Module):
             "presence": nn.functional.binary_cross_entropy_with_logits(presence_logits, batch["presence"]),
             "contrast": image_text_contrastive_loss(similarity),
         })
+        if self.bind:
+            bce = nn.functional.binary_cross_entropy_with_logits
+            # summed over the 64 pairs (mean over scenes): averaged, the 2-3 present ones would barely count
+            parts["pairs"] = bce(self.pair_head(pooled), batch["pairs"], reduction="sum") / len(pooled)
+            mask = batch["relation_mask"]
+            relation = bce(self.relation_head(pooled), batch["relations"], weight=mask, reduction="sum")
+            parts["relations"] = relation / mask.sum().clamp(min=1.0)  # averaged over the defined pairs only
         return sum(parts.values()), parts
 
     @torch.no_grad()
@@ -172,14 +219,20 @@ class Pretrainer(nn.Module):
         similarity = (nn.functional.normalize(self.text_projection(text), dim=-1)
                       @ nn.functional.normalize(self.image_projection(pooled), dim=-1).T)
         norms = raw.norm(dim=-1)                                        # (B, 64)
-        place = {}
+        extra = {}
         if self.place:
             centre = batch["patch_centre"]
             place_ok = ((self.column_head(tokens).argmax(-1) == centre % GRID)
                         & (self.row_head(tokens).argmax(-1) == centre // GRID))
-            place = {"object_patch_place_acc": place_ok[on_object].float().mean().item()}
+            extra["object_patch_place_acc"] = place_ok[on_object].float().mean().item()
+        if self.bind:
+            mask = batch["relation_mask"].bool()
+            relation_ok = (self.relation_head(pooled) > 0) == batch["relations"].bool()
+            extra.update({"pair_set_acc": ((self.pair_head(pooled) > 0) == batch["pairs"].bool()).all(-1)
+                          .float().mean().item(),
+                          "relation_acc": relation_ok[mask].float().mean().item()})
         self.train()
-        return {**place,
+        return {**extra,
             "object_patch_shape_acc": shape_ok[on_object].float().mean().item(),
             "object_patch_colour_acc": colour_ok[on_object].float().mean().item(),
             "objectness_acc": object_ok.float().mean().item(),
@@ -219,7 +272,8 @@ def run(out, seed: int, recipe, log, device: torch.device, deadline: float | Non
     from .train import _cosine, optimizer_step
 
     out = Path(out)
-    model = Pretrainer(make_tower(recipe.vision, seed), recipe.vision.width, place=recipe.pretrain_place).to(device)
+    model = Pretrainer(make_tower(recipe.vision, seed), recipe.vision.width, place=recipe.pretrain_place,
+                       bind=recipe.pretrain_bind).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.pretrain_lr, weight_decay=0.0)
     state_file, step, elapsed = out / STATE_FILE, 0, 0.0
     if state_file.exists():

@@ -53,6 +53,8 @@ class Recipe:
     family_weights: dict[str, float] = field(default_factory=dict)
     caption_last: bool = False     # ask a drawn caption last (it names colours and left-to-right order)
     pretrain_place: bool = False   # stage 0 also predicts each object patch's centre column and row
+    pretrain_bind: bool = False    # stage 0 also predicts, from the mean token, the (shape, colour) pairs and
+                                   # which shape is left of / above which
     lr: float = 1e-3               # stage 1 (projector, and tower unless frozen)
     stage2_lr: float = 2e-4        # stage 2 (LoRA and the projector)
     lora_rank: int = 16
@@ -86,7 +88,7 @@ def _cosine(recipe: Recipe, base: float, s: int, steps: int) -> float:
 
 # Recipe fields added after runs were written (the shipped checkpoint's organism.json among them), each with
 # the value those runs had; recipe_from_dict fills them in, so an old run resumes and re-exports as it ran.
-_ADDED_LATER = {"family_weights": {}, "caption_last": False, "pretrain_place": False}
+_ADDED_LATER = {"family_weights": {}, "caption_last": False, "pretrain_place": False, "pretrain_bind": False}
 
 
 def recipe_from_dict(fields: dict) -> Recipe:
