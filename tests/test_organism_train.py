@@ -273,32 +273,31 @@ def test_place_targets_are_a_variant_of_stage_0():
         assert ("object_patch_place_acc" in model.evaluate(batch)) == place
 
 
-def test_binding_labels_name_each_shapes_colour_and_order():
-    """pretrain_bind's labels: the (shape, colour) pairs present, and for shapes present once and 8 px apart on
-    an axis, which comes first; pairs closer than 8 px or with a repeated shape stay undefined (masked)."""
+def test_binding_labels_name_each_shapes_colour_and_place():
+    """pretrain_bind's labels: the (shape, colour) pairs present, and for each shape present once its centre's
+    column and row as thermometer codes (code k: cell >= k); a repeated shape's codes stay undefined (masked)."""
     from vasink.organism import pretrain, scenes
 
     obj = lambda shape, color, x, y: scenes.SceneObject(shape, color, (x, y, x + 12, y + 12))  # noqa: E731
-    objects = [obj("circle", "red", 40, 2), obj("square", "blue", 4, 30), obj("star", "green", 44, 48),
-               obj("ring", "red", 22, 6), obj("ring", "blue", 22, 40)]
-    pairs, relations, mask = pretrain.binding_labels(scenes.Scene(None, objects))
+    objects = [obj("circle", "red", 40, 2), obj("square", "blue", 4, 30), obj("ring", "red", 22, 6),
+               obj("ring", "blue", 22, 40)]   # centres: circle (46, 8), square (10, 36), rings repeated
+    pairs, places, mask = pretrain.binding_labels(scenes.Scene(None, objects))
     n, k = len(scenes.SHAPES), len(scenes.COLORS)
     at_pair = lambda s, c: scenes.SHAPES.index(s) * k + list(scenes.COLORS).index(c)  # noqa: E731
     assert {int(i) for i in pairs.nonzero()[0]} == {at_pair("circle", "red"), at_pair("square", "blue"),
-                                                    at_pair("star", "green"), at_pair("ring", "red"),
-                                                    at_pair("ring", "blue")}
-    at = lambda axis, a, b: (axis * n + scenes.SHAPES.index(a)) * n + scenes.SHAPES.index(b)  # noqa: E731
-    expected = {  # (axis, a, b): a before b; circle/star are 4 px apart in x: undefined; rings are repeated
-        (0, "square", "circle"): 1, (0, "circle", "square"): 0, (0, "square", "star"): 1, (0, "star", "square"): 0,
-        (1, "circle", "square"): 1, (1, "square", "circle"): 0, (1, "circle", "star"): 1, (1, "star", "circle"): 0,
-        (1, "square", "star"): 1, (1, "star", "square"): 0}
-    assert {int(i) for i in mask.nonzero()[0]} == {at(*key) for key in expected}
-    assert all(relations[at(*key)] == value for key, value in expected.items())
+                                                    at_pair("ring", "red"), at_pair("ring", "blue")}
+    places, mask = places.reshape(2, n, 7), mask.reshape(2, n, 7)
+    cells = {("circle", 0): 5, ("circle", 1): 1, ("square", 0): 1, ("square", 1): 4}  # (shape, axis): cell
+    assert {(scenes.SHAPES[s], a) for a, s in zip(*mask.any(-1).nonzero())} == set(cells)
+    for (shape, axis), cell in cells.items():
+        assert places[axis, scenes.SHAPES.index(shape)].tolist() == [1.0] * cell + [0.0] * (7 - cell)
+    # "is the square left of the circle": the square's column codes sum lower than the circle's
+    assert places[0, scenes.SHAPES.index("square")].sum() < places[0, scenes.SHAPES.index("circle")].sum()
 
 
 def test_binding_targets_are_a_variant_of_stage_0():
-    """--set pretrain_bind=true adds the pair and relation losses (the relation loss over defined pairs only)
-    and their held-out accuracies; off (the shipped recipe) stage 0 has neither and its heads start the same."""
+    """--set pretrain_bind=true adds the pair and place-code losses (the latter over defined codes only) and
+    their held-out accuracies; off (the shipped recipe) stage 0 has neither and its heads start the same."""
     from vasink.organism import pretrain, scenes
 
     batch = pretrain.targets(scenes.sample("train", 8, seed=0))
@@ -309,12 +308,12 @@ def test_binding_targets_are_a_variant_of_stage_0():
     assert all(torch.equal(plain[k], v) for k, v in models[True].state_dict().items() if k in plain)
     for bind, model in models.items():
         total, parts = model(batch)
-        assert ({"pairs", "relations"} <= set(parts)) == bind
+        assert ({"pairs", "places"} <= set(parts)) == bind
         assert total.item() == pytest.approx(sum(p.item() for p in parts.values()), rel=1e-5)
-        assert ({"pair_set_acc", "relation_acc"} <= set(model.evaluate(batch))) == bind
+        assert ({"pair_set_acc", "shape_cell_acc"} <= set(model.evaluate(batch))) == bind
     model = models[True]
-    before = model(batch)[1]["relations"].item()
-    flipped = dict(batch, relations=torch.where(batch["relation_mask"].bool(), batch["relations"],
-                                                1 - batch["relations"]))  # change only the undefined entries
-    assert model(flipped)[1]["relations"].item() == pytest.approx(before, rel=1e-6)
-    assert batch["relation_mask"].sum() > 0
+    before = model(batch)[1]["places"].item()
+    flipped = dict(batch, places=torch.where(batch["place_mask"].bool(), batch["places"],
+                                             1 - batch["places"]))  # change only the undefined entries
+    assert model(flipped)[1]["places"].item() == pytest.approx(before, rel=1e-6)
+    assert 0 < batch["place_mask"].sum() < batch["place_mask"].numel()

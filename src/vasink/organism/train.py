@@ -54,7 +54,7 @@ class Recipe:
     caption_last: bool = False     # ask a drawn caption last (it names colours and left-to-right order)
     pretrain_place: bool = False   # stage 0 also predicts each object patch's centre column and row
     pretrain_bind: bool = False    # stage 0 also predicts, from the mean token, the (shape, colour) pairs and
-                                   # which shape is left of / above which
+                                   # each shape's column and row (thermometer codes)
     lr: float = 1e-3               # stage 1 (projector, and tower unless frozen)
     stage2_lr: float = 2e-4        # stage 2 (LoRA and the projector)
     lora_rank: int = 16
