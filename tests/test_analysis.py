@@ -498,6 +498,25 @@ def test_tokens_are_labelled_as_text_not_as_byte_level_bpe_markers():
     assert "\\n" in shown and "\u2423cat" in shown, shown
 
 
+def test_sentencepiece_tokens_keep_their_leading_space_in_labels():
+    """A SentencePiece decoder drops a word's space when one token is decoded alone ("\u2581cat" -> "cat"): the
+    label puts it back, as the byte-level case shows it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from vasink.analysis.figures import readable_tokens
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer, backend.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    backend.train_from_iterator(["the cat sat on the mat"] * 20, trainers.BpeTrainer(
+        vocab_size=60, special_tokens=["<unk>"], show_progress=False))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
+    ids = tokenizer("the cat sat")["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids) == ["\u2581the", "\u2581cat", "\u2581sat"]
+    assert tokenizer.decode(ids[1:2]) == "cat"  # the dropped space this guards against
+    assert readable_tokens(tokenizer, ids) == ["\u2423the", "\u2423cat", "\u2423sat"]
+
+
 def fake_capture(num_layers=30, hidden=64, length=12):
     from types import SimpleNamespace
 

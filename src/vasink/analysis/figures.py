@@ -74,13 +74,17 @@ ROWS_PER_FIGURE = 6  # attention figures: at most this many rows of panels per P
 def readable_tokens(tokenizer, ids) -> list[str]:
     """Each token as the text it stands for, for labels: byte-level BPE's markers (``Ċ`` a newline, ``Ġ`` a
     space: SmolLM2, Llama 3, Qwen) and SentencePiece's (``\u2581``, ``<0x0A>``) decoded by the tokenizer itself,
-    whitespace made visible (``\\n``, ``\\t``, ``\u2423``)."""
+    whitespace made visible (``\\n``, ``\\t``, ``\u2423``). SentencePiece decoders drop a word's leading
+    space when the token is decoded alone; it is put back from the token's ``\u2581``."""
     tokens = []
     for token_id in [int(i) for i in ids]:
+        raw = tokenizer.convert_ids_to_tokens(token_id)
         try:
             text = tokenizer.decode([token_id])
         except Exception:  # noqa: BLE001 - a tokenizer that cannot decode one id: show its raw token
-            text = tokenizer.convert_ids_to_tokens(token_id)
+            text = raw
+        if isinstance(raw, str) and raw.startswith("\u2581") and not text.startswith((" ", "\u2581")):
+            text = " " + text  # "\u2581the" decoded alone is "the": the word's space was dropped
         tokens.append("".join(WHITESPACE_SHOWN.get(ch, ch) for ch in text))
     return tokens
 
