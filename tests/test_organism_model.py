@@ -21,6 +21,17 @@ def loaded():
     return organism.load(log=lambda _: None)
 
 
+@measured_only
+def test_the_documented_tables_are_the_measurements():
+    """docs/organism.md's per-layer and accuracy tables are `measure --tables` of the shipped measured.json, row
+    for row: a new measurement without new docs (or docs edited by hand) fails here."""
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "organism.md").read_text().splitlines()
+    rows = [row for row in measure.tables(json.loads(MEASURED.read_text())).splitlines() if row]
+    assert len(rows) >= 20 and [row for row in rows if row not in docs] == []
+
+
 def test_shipped_files_are_small():
     size = sum(f.stat().st_size for f in CKPT.rglob("*") if f.is_file())
     assert size <= 25 * 2**20

@@ -219,7 +219,15 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None, help="write the measurement here (measured.json)")
     parser.add_argument("--facts", default=None,
                         help="also write the sink facts organism.recommended_config() reads (vasink.json) here")
+    parser.add_argument("--tables", default=None, metavar="MEASURED_JSON",
+                        help="measure nothing: print docs/organism.md's tables from this measured.json")
     args = parser.parse_args(argv)
+    if args.tables:
+        import json
+        from pathlib import Path
+
+        print(tables(json.loads(Path(args.tables).read_text())))
+        return
     torch.set_num_threads(2)
     model, processor = load(args.ckpt)
     t0 = time.time()
@@ -254,6 +262,38 @@ def main(argv=None) -> None:
                          "docs/organism.md"}
         Path(args.facts).write_text(json.dumps(facts, indent=1) + "\n")
     print(text)
+
+
+TABLE_LAYERS = (0, 1, 2, 3, 5, 8, 10, 11, 12, 16, 20, 22, 23, 24, 26, 28, 29)  # the rows docs/organism.md shows
+
+
+def tables(report: dict, layers=TABLE_LAYERS) -> str:
+    """docs/organism.md's two tables from a measured.json ``report``: the sink per layer (``layers`` that the
+    model has) and the held-out accuracy with VAR off and each VAR variant (paired intervals)."""
+    def pct(x):
+        return f"{100 * x:.1f}%"
+
+    rows = ["| layer | BOS phi | text tokens: median / 99th pct phi | text tokens over tau | visual tokens: median / "
+            "max phi | visual tokens over tau | images with a visual sink | text queries' attention to BOS | "
+            "attention per visual token (non-sink / sink) |", "| --- " * 10 + "|"]
+    for e in report["phenomenon"]["layers"]:
+        if e["layer"] in layers:
+            sink = e["attention_per_visual_sink"]
+            per_token = f"{e['attention_per_nonsink_visual']:.4f}" + ("" if sink != sink else f" / {sink:.4f}")
+            rows.append(f"| {e['layer']} | {e['bos_phi']:.1f} | {e['text_phi_median']:.1f} / {e['text_phi_p99']:.1f} "
+                        f"| {pct(e['text_sink_fraction'])} | {e['visual_phi_median']:.1f} / {e['visual_phi_max']:.1f} "
+                        f"| {pct(e['visual_sink_fraction'])} | {100 * e['images_with_visual_sink']:.0f}% "
+                        f"| {e['attention_to_bos']:.3f} | {per_token} |")
+    variants = list(report["var"])
+    rows += ["", "| family | n | VAR off | " + " | ".join(variants) + " |", "| --- " * (3 + len(variants)) + "|"]
+    for family, base in sorted(report["accuracy_var_off"].items()):
+        cells = []
+        for name in variants:
+            c = report["var"][name][family]
+            cells.append(f"{c['on']:.3f} ({c['delta']:+.3f}, CI [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}], "
+                         f"{c['answers_changed']} changed)")
+        rows.append(f"| {family} | {base['n']} | {base['accuracy']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def has_visual_sinks(phenomenon: dict) -> bool:
