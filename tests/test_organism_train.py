@@ -181,6 +181,24 @@ def test_emergence_bands_average_their_layers():
     assert series["early"][0] == pytest.approx(6.0) and series["late"][0] == pytest.approx(25.0)
 
 
+def test_the_documented_emergence_table_is_the_shipped_runs_log(capsys):
+    """docs/organism.md's emergence table is `emergence --table` of the shipped run's kept log, row for row."""
+    from pathlib import Path
+
+    from vasink.organism import emergence
+
+    root = Path(__file__).resolve().parents[1]
+    docs = (root / "docs" / "organism.md").read_text().splitlines()
+    header = next(line for line in docs if line.startswith("| step | stage | first-token accuracy"))
+    rows = docs[docs.index(header) + 2:]
+    rows = rows[:next(k for k, line in enumerate(rows) if not line.startswith("|"))]
+    steps = ",".join(line.split("|")[1].strip() for line in rows)
+    assert emergence.main([str(root / "docs" / "organism" / "shipped-run"), "--table", steps]) == 0
+    assert capsys.readouterr().out.splitlines() == [header, docs[docs.index(header) + 1], *rows]
+    with pytest.raises(SystemExit):
+        emergence.main([str(root / "docs" / "organism" / "shipped-run"), "--table", "ten"])
+
+
 def test_emergence_figure_is_drawn_by_its_documented_command(tmp_path):
     from PIL import Image
 

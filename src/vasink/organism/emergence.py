@@ -1,6 +1,7 @@
 """The emergence curve: how the visual tokens' sink statistics move over an organism training run.
 
     python -m vasink.organism.emergence RUN_DIR [RUN_DIR2 ...] --out emergence.png
+    python -m vasink.organism.emergence RUN_DIR --table 0,50,100,200      # docs/organism.md's table
 
 reads each run's ``log.jsonl`` (written by ``vasink organism train``) and draws, per band of layers, the
 visual tokens' phi on the sink dimension (median and 99th percentile, against the monitor's tau), the share
@@ -53,6 +54,37 @@ def band_series(monitors: list[dict], key: str, reduce=np.mean) -> dict[str, np.
     for name, layers in bands(len(monitors[0]["layers"])).items():
         out[name] = np.array([reduce([m["layers"][layer][key] for layer in layers]) for m in monitors])
     return out
+
+
+def table(run: dict, steps=None) -> str:
+    """docs/organism.md's emergence table of one run (``read_log``): per monitor record (or only ``steps``),
+    the first-token accuracy, the visual tokens' phi median and 99th percentile per band, the largest visual
+    phi (and its layer), the share of visual tokens over tau (averaged over layers 2..), and the attention
+    the text queries give all visual tokens per band, the most-attended one and BOS (late band)."""
+    monitors = [m for m in run["monitor"] if steps is None or m["step"] in steps]
+    if not monitors:
+        return ""
+    tau = monitors[0].get("sink_tau")
+    rows = ["| step | stage | first-token accuracy | visual phi median (early / middle / late) | visual phi p99 "
+            "(early / middle / late) | largest visual phi (layer) | visual tokens over " + f"{tau} | attention to "
+            "all visual tokens (early / middle / late) | to the most-attended one (late) | to BOS (late) |",
+            "| --- " * 10 + "|"]
+    series = {key: band_series(monitors, key) for key in ("vis_med", "vis_p99", "att_visual", "att_top_visual",
+                                                          "att_bos")}
+    first = min(bands(len(monitors[0]["layers"]))["early"])
+
+    def three(key, k, digits):
+        return " / ".join(f"{series[key][band][k]:.{digits}f}" for band in ("early", "middle", "late"))
+
+    for k, m in enumerate(monitors):
+        searched = m["layers"][first:]
+        top = max(searched, key=lambda e: e["vis_max"])
+        over = float(np.mean([e["vis_sinks"] for e in searched]))
+        rows.append(f"| {m['step']} | {m['stage']} | {m['first_token_acc']:.2f} | {three('vis_med', k, 1)} "
+                    f"| {three('vis_p99', k, 1)} | {top['vis_max']:.1f} ({top['l']}) | {100 * over:.2f}% "
+                    f"| {three('att_visual', k, 3)} | {series['att_top_visual']['late'][k]:.4f} "
+                    f"| {series['att_bos']['late'][k]:.2f} |")
+    return "\n".join(rows)
 
 
 def plot(runs: dict[str, dict], out) -> Path:
@@ -123,11 +155,21 @@ def main(argv=None) -> int:
                                      description="plot the visual-sink emergence curve of organism training runs")
     parser.add_argument("runs", nargs="+", help="run folders (the --out of `vasink organism train`); LABEL=DIR names one")
     parser.add_argument("--out", default="emergence.png", help="PNG to write (default: emergence.png)")
+    parser.add_argument("--table", default=None, metavar="STEPS",
+                        help="draw nothing: print the first run's emergence table (docs/organism.md) at these "
+                             "comma-separated steps, or 'all'")
     args = parser.parse_args(argv)
     runs = {}
     for item in args.runs:
         label, _, folder = item.rpartition("=") if "=" in item else (Path(item).name, "", item)
         runs[label] = read_log(folder)
+    if args.table:
+        try:
+            steps = None if args.table == "all" else {int(s) for s in args.table.split(",")}
+        except ValueError:
+            parser.error(f"--table takes comma-separated steps or 'all', got {args.table!r}")
+        print(table(next(iter(runs.values())), steps))
+        return 0
     print(plot(runs, args.out))
     return 0
 
