@@ -197,3 +197,50 @@ def test_the_demo_answers_as_the_checkpoint_does(tmp_path, capsys):
         expected = measure.answer(model, processor, [scene.image], [question], max_new_tokens=8)[0]
         at = next(k for k, line in enumerate(lines) if line.startswith(f"[{index}]"))
         assert question in lines[at] and f"truth {truth!r}  VAR off {expected!r}" in lines[at + 1]
+
+
+class _CaptionReader:
+    """A stand-in language model that reads text_binding's prompt: after "The <shape> is" it scores the colour
+    the caption gives that shape; for "left of" it says yes when the caption names A before B (``flip``: the
+    opposite); for "above" (the caption cannot say) always yes."""
+
+    def __init__(self, tokenizer, flip=False):
+        self.tokenizer, self.flip = tokenizer, flip
+
+    def __call__(self, input_ids, attention_mask=None):
+        from types import SimpleNamespace
+
+        text = self.tokenizer.decode(input_ids[0])
+        caption = text.split("The image shows ")[1].split("\n")[0].split()
+        logits = torch.zeros(1, input_ids.shape[1], len(self.tokenizer))
+        if text.endswith(" is"):
+            shape = text.split()[-2]
+            word = caption[caption.index(shape) - 1]
+        else:
+            a, b = text.split("is the ")[1].split(" ?")[0].split(" left of the ") if "left of" in text else (None, None)
+            word = "yes" if a is None or (caption.index(a) < caption.index(b)) != self.flip else "no"
+            word = word if word == "yes" else "No"  # either case counts
+        logits[0, -1, self.tokenizer((" " if text.endswith(" is") else "") + word,
+                                     add_special_tokens=False)["input_ids"][0]] = 5.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_text_binding_scores_the_caption_readers_answers():
+    """measure.text_binding's scoring: a reader that binds from the caption gets every attribute and "left
+    of" question right and "above" at the share of yes answers; a reader that inverts "left of" gets none."""
+    tokenizer = language_model.load(log=lambda _: None)[1]
+    truths = {"spatial, above": [], "attribute": []}
+    for scene in scenes.sample("test", 12, seed=0):
+        for question, truth, family in scene.questions:
+            if family == "spatial" and "above" in question:
+                truths["spatial, above"].append(truth == "yes")
+            if family == "attribute":
+                truths["attribute"].append(1 / len({o.color for o in scene.objects}))
+    got = measure.text_binding(_CaptionReader(tokenizer), tokenizer, n_scenes=12)
+    assert got["attribute"]["accuracy"] == 1.0 and got["spatial, left of"]["accuracy"] == 1.0
+    assert got["attribute"]["n"] == len(truths["attribute"]) >= 5
+    assert got["attribute"]["chance"] == pytest.approx(np.mean(truths["attribute"]))
+    assert got["spatial, above"]["accuracy"] == pytest.approx(np.mean(truths["spatial, above"]))
+    assert 0 < got["spatial, above"]["accuracy"] < 1
+    assert measure.text_binding(_CaptionReader(tokenizer, flip=True), tokenizer, n_scenes=12)[
+        "spatial, left of"]["accuracy"] == 0.0

@@ -164,6 +164,41 @@ def accuracy(model, processor, n_scenes: int = 200, seed: int = 0, batch: int = 
     return report
 
 
+@torch.no_grad()
+def text_binding(lm, tokenizer, n_scenes: int = 60, seed: int = 0) -> dict:
+    """The language model alone, told each test scene's caption as text ("The image shows a red circle and a
+    blue square ."), on the scene's attribute and spatial questions: can it bind colours and places to shapes
+    in text, before any image? Attribute: after "The <shape> is", the asked shape's colour must score highest
+    among the colours the caption names (chance: one over their number); spatial: "yes" against "no" (either
+    case) after the question, for "left of" (the caption lists the objects left to right, so the text
+    answers it) and "above" (the caption does not say: chance). Returns per kind the accuracy, n and chance."""
+    colours = list(scenes.COLORS)
+    colour_ids = [tokenizer(" " + c, add_special_tokens=False)["input_ids"][0] for c in colours]
+    yes_no = [[tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in pair]
+              for pair in (("yes", "Yes"), ("no", "No"))]
+
+    def next_logits(text):
+        return lm(**tokenizer(text, return_tensors="pt")).logits[0, -1].float()
+
+    results: dict[str, list] = {}
+    for scene in scenes.sample("test", n_scenes, seed):
+        caption = scenes.caption(scene)
+        user = f"<|im_start|>user\nThe image shows {caption}\n"
+        for question, truth, family in scene.questions:
+            if family == "attribute":
+                named = [k for k, c in enumerate(colours) if c in caption.split()]
+                logits = next_logits(f"{user}{question}<|im_end|>\n<|im_start|>assistant\nThe {question.split()[-2]} is")
+                pick = max(named, key=lambda k: logits[colour_ids[k]])
+                results.setdefault("attribute", []).append((colours[pick] == truth, 1 / len(named)))
+            elif family == "spatial":
+                logits = next_logits(f"{user}{question} Answer yes or no.<|im_end|>\n<|im_start|>assistant\n")
+                yes, no = (max(logits[i] for i in ids) for ids in yes_no)
+                kind = "spatial, left of" if "left of" in question else "spatial, above"
+                results.setdefault(kind, []).append((("yes" if yes > no else "no") == truth, 0.5))
+    return {kind: {"accuracy": float(np.mean([ok for ok, _ in rows])), "n": len(rows),
+                   "chance": float(np.mean([c for _, c in rows]))} for kind, rows in sorted(results.items())}
+
+
 def _normalize(answer_text: str) -> str:
     """The scenes' answers are lower-case words; the LM may add a full stop or capitalise."""
     return " ".join(answer_text.strip().lower().rstrip(".").split())
@@ -221,7 +256,19 @@ def main(argv=None) -> None:
                         help="also write the sink facts organism.recommended_config() reads (vasink.json) here")
     parser.add_argument("--tables", default=None, metavar="MEASURED_JSON",
                         help="measure nothing: print docs/organism.md's tables from this measured.json")
+    parser.add_argument("--text-binding", action="store_true",
+                        help="measure nothing else: the language model alone on the attribute and spatial "
+                             "questions with each scene's caption as text (see text_binding)")
     args = parser.parse_args(argv)
+    if args.text_binding:
+        import json
+
+        from . import language_model
+
+        torch.set_num_threads(2)
+        lm, tokenizer = language_model.load()
+        print(json.dumps(text_binding(lm.eval(), tokenizer, n_scenes=args.accuracy_scenes), indent=1))
+        return
     if args.tables:
         import json
         from pathlib import Path
