@@ -187,7 +187,8 @@ def text_binding(lm, tokenizer, n_scenes: int = 60, seed: int = 0) -> dict:
         for question, truth, family in scene.questions:
             if family == "attribute":
                 named = [k for k, c in enumerate(colours) if c in caption.split()]
-                logits = next_logits(f"{user}{question}<|im_end|>\n<|im_start|>assistant\nThe {question.split()[-2]} is")
+                shape = question.split()[-2]  # "what color is the <shape> ?"
+                logits = next_logits(f"{user}{question}<|im_end|>\n<|im_start|>assistant\nThe {shape} is")
                 pick = max(named, key=lambda k: logits[colour_ids[k]])
                 results.setdefault("attribute", []).append((colours[pick] == truth, 1 / len(named)))
             elif family == "spatial":
