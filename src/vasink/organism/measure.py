@@ -259,7 +259,8 @@ def main(argv=None) -> None:
                         help="measure nothing: print docs/organism.md's tables from this measured.json")
     parser.add_argument("--text-binding", action="store_true",
                         help="measure nothing else: the language model alone on the attribute and spatial "
-                             "questions with each scene's caption as text (see text_binding)")
+                             "questions with each scene's caption as text (see text_binding): SmolLM2 as "
+                             "released, or with --ckpt DIR (or 'shipped') that checkpoint's, its LoRA folded in")
     args = parser.parse_args(argv)
     if args.text_binding:
         import json
@@ -267,7 +268,11 @@ def main(argv=None) -> None:
         from . import language_model
 
         torch.set_num_threads(2)
-        lm, tokenizer = language_model.load()
+        if args.ckpt is None:
+            lm, tokenizer = language_model.load()
+        else:
+            lm, processor = load(None if args.ckpt == "shipped" else args.ckpt)
+            tokenizer = processor.tokenizer
         print(json.dumps(text_binding(lm.eval(), tokenizer, n_scenes=args.accuracy_scenes), indent=1))
         return
     if args.tables:
