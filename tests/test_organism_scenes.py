@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vasink.organism import build, data, scenes
+from vasink.organism.pretrain import patch_labels
 
 
 def _fingerprint(scene):
@@ -203,3 +204,28 @@ def test_visual_sinks_are_declared_only_when_most_layers_meet_the_papers_criteri
     assert not has_visual_sinks(layers(0.4, 0.05))    # in a minority of images
     assert not has_visual_sinks(layers(0.9, 0.05, first=17))  # layers 17-29: 13 of the 28 searched
     assert has_visual_sinks(layers(0.9, 0.05, first=15))      # layers 15-29: 15 of 28
+
+
+def test_a_share_of_dialogues_shows_the_caption_before_the_first_question(processor):
+    encoder = data.Encoder(processor.tokenizer)
+    batch_scenes = scenes.sample("train", 8, seed=5)
+    told = encoder.batch(np.random.default_rng(2), batch_scenes, max_turns=3, context=1.0, patch_labels=True)
+    image_id = build_image_id(processor)
+    for row, scene in enumerate(batch_scenes):
+        ids = [t for t in told["input_ids"][row][told["attention_mask"][row] == 1].tolist() if t != image_id]
+        text = processor.tokenizer.decode(ids)
+        assert text.startswith(f"<|im_start|>user\n\nThe image shows {scenes.caption(scene)}\n")
+        assert scenes.CAPTION_QUESTION not in text  # the caption is given, so it is not asked
+        kept = [t for t, label in zip(told["input_ids"][row].tolist(), told["labels"][row].tolist())
+                if label != data.IGNORE]
+        assert "The image shows" not in processor.tokenizer.decode(kept)  # no loss on the told caption
+        shape, colour, _ = patch_labels(scene)
+        assert told["patch_shape"][row].tolist() == shape.tolist()
+        assert told["patch_colour"][row].tolist() == colour.tolist()
+    # context 0 draws nothing more: the batch is the one without the option
+    plain = encoder.batch(np.random.default_rng(2), batch_scenes, max_turns=3)
+    zero = encoder.batch(np.random.default_rng(2), batch_scenes, max_turns=3, context=0.0)
+    assert torch.equal(plain["input_ids"], zero["input_ids"]) and "patch_shape" not in zero
+    half = encoder.batch(np.random.default_rng(2), scenes.sample("train", 64, seed=5), max_turns=3, context=0.5)
+    shown = sum("The image shows" in processor.tokenizer.decode(row) for row in half["input_ids"])
+    assert 16 <= shown <= 48

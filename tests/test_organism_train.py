@@ -335,3 +335,35 @@ def test_binding_targets_are_a_variant_of_stage_0():
                                              1 - batch["places"]))  # change only the undefined entries
     assert model(flipped)[1]["places"].item() == pytest.approx(before, rel=1e-6)
     assert 0 < batch["place_mask"].sum() < batch["place_mask"].numel()
+
+
+def test_word_targets_measure_the_object_patches_distance_to_their_words(tokenizer, tiny_lm):
+    from vasink.organism import scenes
+    from vasink.organism.train import WordTargets
+
+    lm, tok = tiny_lm()
+    model = build.assemble(lm, build.make_processor(tok), _tiny().vision, seed=0)
+    words = WordTargets(model, build.make_processor(tok).tokenizer)
+    embed = model.get_input_embeddings().weight.detach()
+    red, circle = (tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in ("red", "circle"))
+    shape = torch.zeros((1, 64), dtype=torch.long)
+    colour = torch.zeros((1, 64), dtype=torch.long)
+    shape[0, 5] = 1 + scenes.SHAPES.index("circle")
+    colour[0, 5] = 1 + list(scenes.COLORS).index("red")
+    tokens = torch.randn(1, 64, embed.shape[1]) * 100                    # background patches: anything
+    tokens[0, 5] = embed[red] + embed[circle]
+    assert words.loss(tokens, shape, colour).item() == pytest.approx(0.0, abs=1e-6)
+    tokens[0, 5] = 0.0                                                   # as far as a zero vector
+    assert words.loss(tokens, shape, colour).item() == pytest.approx(1.0, abs=1e-5)
+    tokens[0, 5] = embed[red] + embed[red]                               # the wrong shape word: not near
+    assert words.loss(tokens, shape, colour).item() > 0.2
+
+
+def test_word_targets_and_caption_context_train_the_projector_toward_the_words(tmp_path, tiny_lm):
+    """The variant runs through both stages; the word loss is logged and falls (the projector learns it)."""
+    recipe = _tiny(projector_words=1.0, caption_context=0.5, stage1_steps=12, stage2_steps=2, lr=0.05, warmup=1)
+    ckpt = train(tmp_path / "run", seed=0, recipe=recipe, log=lambda _: None, load_language_model=tiny_lm)
+    assert (ckpt / "lora.safetensors").exists()
+    words = [json.loads(line)["words"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+             if '"words"' in line]
+    assert len(words) == 2 and words[1] < 0.5 * words[0]  # steps 1 and 10

@@ -34,14 +34,19 @@ class Encoder:
             self._memo[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self._memo[text]
 
-    def dialogue(self, turns: list[tuple[str, str]], image: bool = True) -> tuple[list[int], list[bool]]:
-        """Token ids of the turns and, per position, whether it is an answer token (trained)."""
+    def dialogue(self, turns: list[tuple[str, str]], image: bool = True,
+                 context: str | None = None) -> tuple[list[int], list[bool]]:
+        """Token ids of the turns and, per position, whether it is an answer token (trained). ``context``: a
+        line of text shown after the image, before the first question."""
         ids: list[int] = []
         trained: list[bool] = []
         for k, (question, answer) in enumerate(turns):
             user = "<|im_start|>user\n"
             prompt = self.ids(user) + ([self.image] * build.NUM_IMAGE_TOKENS if image and k == 0 else [])
-            prompt += self.ids(("\n" if image and k == 0 else "") + question + "<|im_end|>\n<|im_start|>assistant\n")
+            if context is not None and k == 0:
+                prompt += self.ids(("\n" if image else "") + context)
+            prompt += self.ids(("\n" if (image or context is not None) and k == 0 else "") + question
+                               + "<|im_end|>\n<|im_start|>assistant\n")
             reply = self.ids(answer + "<|im_end|>")
             ids += prompt + reply + self.ids("\n")
             trained += [False] * len(prompt) + [True] * len(reply) + [False]
@@ -49,15 +54,23 @@ class Encoder:
 
     def batch(self, rng: np.random.Generator, batch_scenes: list[scenes.Scene], max_turns: int = 4,
               families: tuple[str, ...] | None = None,
-              weights: dict[str, float] | None = None, caption_last: bool = False) -> dict[str, torch.Tensor]:
+              weights: dict[str, float] | None = None, caption_last: bool = False, context: float = 0.0,
+              patch_labels: bool = False) -> dict[str, torch.Tensor]:
         """A right-padded batch of one dialogue per scene: 1..max_turns of its questions (only ``families``
         when given), shuffled. With ``weights`` they are drawn without replacement with probability
         proportional to their family's weight (families not named weigh 1); with ``caption_last`` a drawn
         caption is asked last (a caption names every object's colour and their left-to-right order, so a
-        question after it could be answered from the text instead of the image)."""
+        question after it could be answered from the text instead of the image). With ``context`` > 0, that share
+        of the dialogues (drawn per scene) shows the scene's caption as text after the image ("The image shows
+        a red circle and a blue square .") and asks no caption: the language model learns to read colours and
+        places off a description, a skill it then has to find in the visual tokens. ``patch_labels`` adds each
+        patch's shape and colour class (0: background), as stage 0 labels them, for the projector's word
+        targets."""
         seqs = []
         for scene in batch_scenes:
-            pool = [q for q in scene.questions if families is None or q[2] in families] or scene.questions
+            told = context > 0 and rng.random() < context  # no draw at 0: the shipped recipe's stream is kept
+            pool = [q for q in scene.questions if (families is None or q[2] in families)
+                    and not (told and q[2] == "caption")] or scene.questions
             if weights:
                 w = np.array([weights.get(q[2], 1.0) for q in pool], dtype=np.float64)
                 k = min(int(rng.integers(1, max_turns + 1)), len(pool))
@@ -67,7 +80,8 @@ class Encoder:
                 chosen = list(order[:int(rng.integers(1, max_turns + 1))])
             if caption_last:
                 chosen.sort(key=lambda i: pool[i][2] == "caption")  # stable: the drawn order otherwise
-            seqs.append(self.dialogue([(pool[i][0], pool[i][1]) for i in chosen]))
+            seqs.append(self.dialogue([(pool[i][0], pool[i][1]) for i in chosen],
+                                      context=f"The image shows {scenes.caption(scene)}" if told else None))
         width = max(len(ids) for ids, _ in seqs)
         input_ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
         attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -78,8 +92,15 @@ class Encoder:
             attention_mask[row, :n] = 1
             keep = torch.tensor(trained)
             labels[row, :n] = torch.where(keep, torch.tensor(ids), torch.tensor(IGNORE))
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-                "pixel_values": pixels([s.image for s in batch_scenes])}
+        out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+               "pixel_values": pixels([s.image for s in batch_scenes])}
+        if patch_labels:
+            from .pretrain import patch_labels as labels_of
+
+            labels_per_scene = [labels_of(s) for s in batch_scenes]
+            out["patch_shape"] = torch.from_numpy(np.stack([lab[0] for lab in labels_per_scene]))  # (B, 64)
+            out["patch_colour"] = torch.from_numpy(np.stack([lab[1] for lab in labels_per_scene]))  # (B, 64)
+        return out
 
 
 def pixels(images) -> torch.Tensor:

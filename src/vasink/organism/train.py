@@ -55,6 +55,9 @@ class Recipe:
     pretrain_place: bool = False   # stage 0 also predicts each object patch's centre column and row
     pretrain_bind: bool = False    # stage 0 also predicts, from the mean token, the (shape, colour) pairs and
                                    # each shape's column and row (thermometer codes)
+    caption_context: float = 0.0   # stage 2: this share of dialogues also shows the caption as text (see data.Encoder)
+    projector_words: float = 0.0   # weight of the projector's word targets: an object patch's visual token near
+                                   # the sum of its colour's and shape's word embeddings (stages 1 and 2)
     lr: float = 1e-3               # stage 1 (projector, and tower unless frozen)
     stage2_lr: float = 2e-4        # stage 2 (LoRA and the projector)
     lora_rank: int = 16
@@ -88,7 +91,8 @@ def _cosine(recipe: Recipe, base: float, s: int, steps: int) -> float:
 
 # Recipe fields added after runs were written (the shipped checkpoint's organism.json among them), each with
 # the value those runs had; recipe_from_dict fills them in, so an old run resumes and re-exports as it ran.
-_ADDED_LATER = {"family_weights": {}, "caption_last": False, "pretrain_place": False, "pretrain_bind": False}
+_ADDED_LATER = {"family_weights": {}, "caption_last": False, "pretrain_place": False, "pretrain_bind": False,
+                "caption_context": 0.0, "projector_words": 0.0}
 
 
 def recipe_from_dict(fields: dict) -> Recipe:
@@ -257,6 +261,7 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
         log(f"resumed at step {step} ({elapsed / 60:.1f} min)")
 
     encoder = data.Encoder(processor.tokenizer)
+    words = WordTargets(model, processor.tokenizer) if recipe.projector_words > 0 else None
     monitor_scenes = scenes.sample("validation", 16, seed=seed)
     total = recipe.stage1_steps + recipe.stage2_steps
     start, last_save = time.time() - elapsed, time.time()
@@ -273,17 +278,22 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
                 optimizer = _optimizer(model, recipe.stage2_lr)
                 log(f"stage 2 from step {step}: LoRA rank {recipe.lora_rank} on the language model")
             rng = np.random.default_rng([seed, step])  # one stream per step: reproducible across resumes
+            stage2 = step >= recipe.stage1_steps
             batch = encoder.batch(rng, [scenes.make_scene(rng) for _ in range(recipe.batch_size)],
                                   max_turns=recipe.max_turns,
-                                  families=recipe.stage2_families if step >= recipe.stage1_steps else None,
-                                  weights=recipe.family_weights, caption_last=recipe.caption_last)
+                                  families=recipe.stage2_families if stage2 else None,
+                                  weights=recipe.family_weights, caption_last=recipe.caption_last,
+                                  context=recipe.caption_context if stage2 else 0.0, patch_labels=words is not None)
             batch = {k: v.to(device) for k, v in batch.items()}
             lr = lr_at(recipe, step)
-            loss = _train_step(model, optimizer, batch, lr, recipe)
+            loss = _train_step(model, optimizer, batch, lr, recipe, words)
             step += 1
             if step == 1 or step % 10 == 0:
-                log_file.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "lr": lr,
-                                           "min": round((time.time() - start) / 60, 2)}) + "\n")
+                record = {"step": step, "loss": round(loss.item(), 4), "lr": lr,
+                          "min": round((time.time() - start) / 60, 2)}
+                if words is not None:
+                    record["words"] = round(words.last, 4)
+                log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
             if step % recipe.monitor_every == 0 or step == total:
                 summary = monitor(model, processor, monitor_scenes, recipe)
@@ -306,10 +316,57 @@ def _deadline(call_start: float, minutes) -> float | None:
     return None if minutes is None else call_start + minutes * 60
 
 
-def _train_step(model, optimizer, batch: dict, lr: float, recipe: Recipe) -> torch.Tensor:
-    """One AdamW step on the answers' cross-entropy (bfloat16 autocast, float32 master weights)."""
-    return optimizer_step(model, optimizer, lambda: model(**batch).loss, lr, recipe,
-                          batch["input_ids"].device.type)
+def _train_step(model, optimizer, batch: dict, lr: float, recipe: Recipe, words=None) -> torch.Tensor:
+    """One AdamW step on the answers' cross-entropy (bfloat16 autocast, float32 master weights), plus
+    ``recipe.projector_words`` times the word-target loss when ``words`` is given."""
+    if words is None:
+        loss_fn = lambda: model(**batch).loss  # noqa: E731
+    else:
+        inputs = {k: v for k, v in batch.items() if k not in ("patch_shape", "patch_colour")}
+        loss_fn = lambda: words.add_loss(model, inputs, batch["patch_shape"], batch["patch_colour"],  # noqa: E731
+                                         recipe.projector_words)
+    return optimizer_step(model, optimizer, loss_fn, lr, recipe, batch["input_ids"].device.type)
+
+
+class WordTargets:
+    """The projector's targets in the language model's word-embedding space (``recipe.projector_words``): the
+    visual token of a patch that shows a red circle should sit near ``embed(" red") + embed(" circle")``, the
+    words a caption uses for it, so that the language model can read it with what it does on text (told the
+    caption, it learns to answer "what color is the circle ?" within 50 LoRA steps; from the visual tokens
+    it had not in 1000). Background patches have no target. This shapes where visual tokens land in the
+    embedding space; it never touches the language model's hidden states or attention."""
+
+    def __init__(self, model, tokenizer):
+        embed = model.get_input_embeddings().weight.detach()  # (vocab, D), frozen
+
+        def table(words):  # (1 + len(words), D): row 0 (background) is never used
+            ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in words]
+            return torch.cat([torch.zeros_like(embed[:1]), embed[ids]]).float()
+
+        self.shape, self.colour = table(scenes.SHAPES), table(scenes.COLORS)
+        self.last = float("nan")
+
+    def loss(self, tokens: torch.Tensor, shape: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+        """Mean squared distance of the object patches' visual tokens (B, 64, D) to their targets, relative
+        to the targets' mean square (1.0 = as far as a zero vector)."""
+        on_object = shape > 0                                             # (B, 64)
+        target = (self.shape.to(tokens.device)[shape] + self.colour.to(tokens.device)[colour])[on_object]  # (N, D)
+        if not on_object.any():
+            return tokens.sum() * 0.0
+        error = (tokens[on_object].float() - target).pow(2).sum(-1).mean() / target.pow(2).sum(-1).mean()
+        self.last = error.item()
+        return error
+
+    def add_loss(self, model, inputs: dict, shape, colour, weight: float) -> torch.Tensor:
+        """The model's answer loss on ``inputs`` plus ``weight`` times :meth:`loss` on the projector's output."""
+        captured = []
+        base = model.get_base_model() if _has_lora(model) else model
+        handle = base.model.multi_modal_projector.register_forward_hook(lambda m, i, out: captured.append(out))
+        try:
+            answers = model(**inputs).loss
+        finally:
+            handle.remove()
+        return answers + weight * self.loss(captured[0], shape, colour)
 
 
 def optimizer_step(module, optimizer, loss_fn, lr: float, recipe: Recipe, device_type: str) -> torch.Tensor:
