@@ -367,3 +367,13 @@ def test_word_targets_and_caption_context_train_the_projector_toward_the_words(t
     words = [json.loads(line)["words"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
              if '"words"' in line]
     assert len(words) == 2 and words[1] < 0.5 * words[0]  # steps 1 and 10
+
+
+def test_the_projector_warm_start_fits_the_word_targets_before_stage_1(tmp_path, tiny_lm):
+    recipe = _tiny(projector_words=1.0, projector_fit_steps=100, stage1_steps=1, stage2_steps=0, lr=0.01)
+    train(tmp_path / "run", seed=0, recipe=recipe, log=lambda _: None, load_language_model=tiny_lm)
+    fits = [r for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
+            if r.get("stage") == "fit"]
+    assert [r["step"] for r in fits] == [0, 50, 100]
+    # a random one-layer tower sees little, so the fit only halves the fresh projector's error here
+    assert fits[-1]["held_out_words"] < 0.5 * fits[0]["held_out_words"]

@@ -58,6 +58,7 @@ class Recipe:
     caption_context: float = 0.0   # stage 2: this share of dialogues also shows the caption as text (see data.Encoder)
     projector_words: float = 0.0   # weight of the projector's word targets: an object patch's visual token near
                                    # the sum of its colour's and shape's word embeddings (stages 1 and 2)
+    projector_fit_steps: int = 0   # before stage 1: the projector alone fitted to those word targets (no LM)
     lr: float = 1e-3               # stage 1 (projector, and tower unless frozen)
     stage2_lr: float = 2e-4        # stage 2 (LoRA and the projector)
     lora_rank: int = 16
@@ -92,7 +93,8 @@ def _cosine(recipe: Recipe, base: float, s: int, steps: int) -> float:
 # Recipe fields added after runs were written (the shipped checkpoint's organism.json among them), each with
 # the value those runs had; recipe_from_dict fills them in, so an old run resumes and re-exports as it ran.
 _ADDED_LATER = {"family_weights": {}, "caption_last": False, "pretrain_place": False, "pretrain_bind": False,
-                "caption_context": 0.0, "projector_words": 0.0}
+                "caption_context": 0.0, "projector_words": 0.0,
+                "projector_fit_steps": 0}
 
 
 def recipe_from_dict(fields: dict) -> Recipe:
@@ -266,6 +268,10 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
     total = recipe.stage1_steps + recipe.stage2_steps
     start, last_save = time.time() - elapsed, time.time()
     with open(out / "log.jsonl", "a") as log_file:
+        if step == 0 and recipe.projector_fit_steps > 0:  # seconds: no language model in the loop
+            for record in fit_projector(model, WordTargets(model, processor.tokenizer), recipe, seed):
+                log_file.write(json.dumps(record) + "\n")
+            log(f"projector fitted to the word targets: {record}")
         if step == 0:  # the starting point: the (pretrained) tower behind a fresh projector
             summary = monitor(model, processor, monitor_scenes, recipe)
             summary.update(step=0, stage=1, loss=None, min=0.0)
@@ -326,6 +332,42 @@ def _train_step(model, optimizer, batch: dict, lr: float, recipe: Recipe, words=
         loss_fn = lambda: words.add_loss(model, inputs, batch["patch_shape"], batch["patch_colour"],  # noqa: E731
                                          recipe.projector_words)
     return optimizer_step(model, optimizer, loss_fn, lr, recipe, batch["input_ids"].device.type)
+
+
+def fit_projector(model, words: "WordTargets", recipe: Recipe, seed: int):
+    """Warm start of the projector toward the word targets (``recipe.projector_fit_steps`` AdamW steps of
+    ``recipe.pretrain_batch`` fresh training scenes at ``recipe.lr``, the frozen tower's features in, no
+    language model): the alignment stages then start from visual tokens that already sit near their words.
+    Yields a log record before the first step, every 50 steps and at the end, with the held-out word error."""
+    from .pretrain import patch_labels
+
+    base = model.get_base_model() if _has_lora(model) else model
+    tower, projector = base.model.vision_tower, base.model.multi_modal_projector
+    device = next(projector.parameters()).device
+    optimizer = torch.optim.AdamW(projector.parameters(), lr=recipe.lr, weight_decay=0.0)
+
+    def batch(scene_list):
+        labels = [patch_labels(s) for s in scene_list]
+        with torch.no_grad():  # the features LLaVA's projector reads: last hidden state, CLS dropped
+            pixels = data.pixels([s.image for s in scene_list]).to(device)
+            features = tower(pixels, output_hidden_states=True).hidden_states[-1][:, 1:]  # (B, 64, width)
+        return (features, torch.from_numpy(np.stack([lab[0] for lab in labels])).to(device),
+                torch.from_numpy(np.stack([lab[1] for lab in labels])).to(device))
+
+    held_out = batch(scenes.sample("validation", 64, seed=seed))
+
+    def held_out_error() -> float:
+        with torch.no_grad():
+            return round(words.loss(projector(held_out[0]), held_out[1], held_out[2]).item(), 4)
+
+    yield {"stage": "fit", "step": 0, "words": None, "held_out_words": held_out_error()}
+    for step in range(1, recipe.projector_fit_steps + 1):
+        rng = np.random.default_rng([seed, 1_000_000 + step])  # a stream of its own, apart from stage 1's
+        features, shape, colour = batch([scenes.make_scene(rng) for _ in range(recipe.pretrain_batch)])
+        loss = optimizer_step(projector, optimizer, lambda: words.loss(projector(features), shape, colour),
+                              recipe.lr, recipe, device.type)
+        if step % 50 == 0 or step == recipe.projector_fit_steps:
+            yield {"stage": "fit", "step": step, "words": round(loss.item(), 4), "held_out_words": held_out_error()}
 
 
 class WordTargets:
