@@ -219,13 +219,12 @@ def test_a_share_of_dialogues_shows_the_caption_before_the_first_question(proces
         kept = [t for t, label in zip(told["input_ids"][row].tolist(), told["labels"][row].tolist())
                 if label != data.IGNORE]
         assert "The image shows" not in processor.tokenizer.decode(kept)  # no loss on the told caption
-        shape, colour, _ = patch_labels(scene)
-        assert told["patch_shape"][row].tolist() == shape.tolist()
-        assert told["patch_colour"][row].tolist() == colour.tolist()
+        shape, colour, centre = patch_labels(scene)
+        assert told["patch_labels"][row].T.tolist() == [shape.tolist(), colour.tolist(), centre.tolist()]
     # context 0 draws nothing more: the batch is the one without the option
     plain = encoder.batch(np.random.default_rng(2), batch_scenes, max_turns=3)
     zero = encoder.batch(np.random.default_rng(2), batch_scenes, max_turns=3, context=0.0)
-    assert torch.equal(plain["input_ids"], zero["input_ids"]) and "patch_shape" not in zero
+    assert torch.equal(plain["input_ids"], zero["input_ids"]) and "patch_labels" not in zero
     half = encoder.batch(np.random.default_rng(2), scenes.sample("train", 64, seed=5), max_turns=3, context=0.5)
     shown = sum("The image shows" in processor.tokenizer.decode(row) for row in half["input_ids"])
     assert 16 <= shown <= 48

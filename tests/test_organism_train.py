@@ -343,25 +343,31 @@ def test_word_targets_measure_the_object_patches_distance_to_their_words(tokeniz
 
     lm, tok = tiny_lm()
     model = build.assemble(lm, build.make_processor(tok), _tiny().vision, seed=0)
-    words = WordTargets(model, build.make_processor(tok).tokenizer)
     embed = model.get_input_embeddings().weight.detach()
-    red, circle = (tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in ("red", "circle"))
-    shape = torch.zeros((1, 64), dtype=torch.long)
-    colour = torch.zeros((1, 64), dtype=torch.long)
-    shape[0, 5] = 1 + scenes.SHAPES.index("circle")
-    colour[0, 5] = 1 + list(scenes.COLORS).index("red")
+    word = {w: embed[tokenizer(" " + w, add_special_tokens=False)["input_ids"][0]]
+            for w in ("red", "circle", "left", "right", "top", "bottom")}
+    labels = torch.zeros((1, 64, 3), dtype=torch.long)
+    labels[..., 2] = -1
+    labels[0, 5] = torch.tensor([1 + scenes.SHAPES.index("circle"), 1 + list(scenes.COLORS).index("red"), 2 * 8 + 7])
     tokens = torch.randn(1, 64, embed.shape[1]) * 100                    # background patches: anything
-    tokens[0, 5] = embed[red] + embed[circle]
-    assert words.loss(tokens, shape, colour).item() == pytest.approx(0.0, abs=1e-6)
+    words = WordTargets(model, build.make_processor(tok).tokenizer)
+    tokens[0, 5] = word["red"] + word["circle"]
+    assert words.loss(tokens, labels).item() == pytest.approx(0.0, abs=1e-6)
     tokens[0, 5] = 0.0                                                   # as far as a zero vector
-    assert words.loss(tokens, shape, colour).item() == pytest.approx(1.0, abs=1e-5)
-    tokens[0, 5] = embed[red] + embed[red]                               # the wrong shape word: not near
-    assert words.loss(tokens, shape, colour).item() > 0.2
+    assert words.loss(tokens, labels).item() == pytest.approx(1.0, abs=1e-5)
+    tokens[0, 5] = word["red"] + word["red"]                             # the wrong shape word: not near
+    assert words.loss(tokens, labels).item() > 0.2
+    # with places: the centre in column 7 (the rightmost) and row 2 of 0..7
+    placed = WordTargets(model, build.make_processor(tok).tokenizer, places=True)
+    tokens[0, 5] = word["red"] + word["circle"] + word["right"] + (5 / 7) * word["top"] + (2 / 7) * word["bottom"]
+    assert placed.loss(tokens, labels).item() == pytest.approx(0.0, abs=1e-6)
+    tokens[0, 5] = word["red"] + word["circle"] + word["left"] + (5 / 7) * word["top"] + (2 / 7) * word["bottom"]
+    assert placed.loss(tokens, labels).item() > 0.05                     # left and right swapped: off
 
 
 def test_word_targets_and_caption_context_train_the_projector_toward_the_words(tmp_path, tiny_lm):
     """The variant runs through both stages; the word loss is logged and falls (the projector learns it)."""
-    recipe = _tiny(projector_words=1.0, caption_context=0.5, stage1_steps=12, stage2_steps=2, lr=0.05, warmup=1)
+    recipe = _tiny(projector_words=1.0, caption_context=0.5, word_places=True, stage1_steps=12, stage2_steps=2, lr=0.05, warmup=1)
     ckpt = train(tmp_path / "run", seed=0, recipe=recipe, log=lambda _: None, load_language_model=tiny_lm)
     assert (ckpt / "lora.safetensors").exists()
     words = [json.loads(line)["words"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()

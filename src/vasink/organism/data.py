@@ -64,8 +64,8 @@ class Encoder:
         of the dialogues (drawn per scene) shows the scene's caption as text after the image ("The image shows
         a red circle and a blue square .") and asks no caption: the language model learns to read colours and
         places off a description, a skill it then has to find in the visual tokens. ``patch_labels`` adds each
-        patch's shape and colour class (0: background), as stage 0 labels them, for the projector's word
-        targets."""
+        patch's shape class, colour class (0: background) and covering object's centre cell (-1: background),
+        as stage 0 labels them, for the projector's word targets: ``"patch_labels"``, (B, 64, 3)."""
         seqs = []
         for scene in batch_scenes:
             told = context > 0 and rng.random() < context  # no draw at 0: the shipped recipe's stream is kept
@@ -97,10 +97,13 @@ class Encoder:
         if patch_labels:
             from .pretrain import patch_labels as labels_of
 
-            labels_per_scene = [labels_of(s) for s in batch_scenes]
-            out["patch_shape"] = torch.from_numpy(np.stack([lab[0] for lab in labels_per_scene]))  # (B, 64)
-            out["patch_colour"] = torch.from_numpy(np.stack([lab[1] for lab in labels_per_scene]))  # (B, 64)
+            out["patch_labels"] = patch_label_tensor([labels_of(s) for s in batch_scenes])
         return out
+
+
+def patch_label_tensor(labels) -> torch.Tensor:
+    """:func:`.pretrain.patch_labels` of each scene, stacked: (B, 64, 3) shape, colour, centre cell."""
+    return torch.from_numpy(np.stack([np.stack(lab, axis=-1) for lab in labels]))
 
 
 def pixels(images) -> torch.Tensor:

@@ -58,6 +58,7 @@ class Recipe:
     caption_context: float = 0.0   # stage 2: this share of dialogues also shows the caption as text (see data.Encoder)
     projector_words: float = 0.0   # weight of the projector's word targets: an object patch's visual token near
                                    # the sum of its colour's and shape's word embeddings (stages 1 and 2)
+    word_places: bool = False      # ... plus its place: (1 - x) * " left" + x * " right", the same with top/bottom
     projector_fit_steps: int = 0   # before stage 1: the projector alone fitted to those word targets (no LM)
     lr: float = 1e-3               # stage 1 (projector, and tower unless frozen)
     stage2_lr: float = 2e-4        # stage 2 (LoRA and the projector)
@@ -94,7 +95,7 @@ def _cosine(recipe: Recipe, base: float, s: int, steps: int) -> float:
 # the value those runs had; recipe_from_dict fills them in, so an old run resumes and re-exports as it ran.
 _ADDED_LATER = {"family_weights": {}, "caption_last": False, "pretrain_place": False, "pretrain_bind": False,
                 "caption_context": 0.0, "projector_words": 0.0,
-                "projector_fit_steps": 0}
+                "projector_fit_steps": 0, "word_places": False}
 
 
 def recipe_from_dict(fields: dict) -> Recipe:
@@ -263,13 +264,14 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
         log(f"resumed at step {step} ({elapsed / 60:.1f} min)")
 
     encoder = data.Encoder(processor.tokenizer)
-    words = WordTargets(model, processor.tokenizer) if recipe.projector_words > 0 else None
+    words = WordTargets(model, processor.tokenizer, recipe.word_places) if recipe.projector_words > 0 else None
     monitor_scenes = scenes.sample("validation", 16, seed=seed)
     total = recipe.stage1_steps + recipe.stage2_steps
     start, last_save = time.time() - elapsed, time.time()
     with open(out / "log.jsonl", "a") as log_file:
         if step == 0 and recipe.projector_fit_steps > 0:  # seconds: no language model in the loop
-            for record in fit_projector(model, WordTargets(model, processor.tokenizer), recipe, seed):
+            for record in fit_projector(model, WordTargets(model, processor.tokenizer, recipe.word_places), recipe,
+                                        seed):
                 log_file.write(json.dumps(record) + "\n")
             log(f"projector fitted to the word targets: {record}")
         if step == 0:  # the starting point: the (pretrained) tower behind a fresh projector
@@ -328,9 +330,8 @@ def _train_step(model, optimizer, batch: dict, lr: float, recipe: Recipe, words=
     if words is None:
         loss_fn = lambda: model(**batch).loss  # noqa: E731
     else:
-        inputs = {k: v for k, v in batch.items() if k not in ("patch_shape", "patch_colour")}
-        loss_fn = lambda: words.add_loss(model, inputs, batch["patch_shape"], batch["patch_colour"],  # noqa: E731
-                                         recipe.projector_words)
+        inputs = {k: v for k, v in batch.items() if k != "patch_labels"}
+        loss_fn = lambda: words.add_loss(model, inputs, batch["patch_labels"], recipe.projector_words)  # noqa: E731
     return optimizer_step(model, optimizer, loss_fn, lr, recipe, batch["input_ids"].device.type)
 
 
@@ -347,24 +348,22 @@ def fit_projector(model, words: "WordTargets", recipe: Recipe, seed: int):
     optimizer = torch.optim.AdamW(projector.parameters(), lr=recipe.lr, weight_decay=0.0)
 
     def batch(scene_list):
-        labels = [patch_labels(s) for s in scene_list]
         with torch.no_grad():  # the features LLaVA's projector reads: last hidden state, CLS dropped
             pixels = data.pixels([s.image for s in scene_list]).to(device)
             features = tower(pixels, output_hidden_states=True).hidden_states[-1][:, 1:]  # (B, 64, width)
-        return (features, torch.from_numpy(np.stack([lab[0] for lab in labels])).to(device),
-                torch.from_numpy(np.stack([lab[1] for lab in labels])).to(device))
+        return features, data.patch_label_tensor([patch_labels(s) for s in scene_list]).to(device)
 
     held_out = batch(scenes.sample("validation", 64, seed=seed))
 
     def held_out_error() -> float:
         with torch.no_grad():
-            return round(words.loss(projector(held_out[0]), held_out[1], held_out[2]).item(), 4)
+            return round(words.loss(projector(held_out[0]), held_out[1]).item(), 4)
 
     yield {"stage": "fit", "step": 0, "words": None, "held_out_words": held_out_error()}
     for step in range(1, recipe.projector_fit_steps + 1):
         rng = np.random.default_rng([seed, 1_000_000 + step])  # a stream of its own, apart from stage 1's
-        features, shape, colour = batch([scenes.make_scene(rng) for _ in range(recipe.pretrain_batch)])
-        loss = optimizer_step(projector, optimizer, lambda: words.loss(projector(features), shape, colour),
+        features, labels = batch([scenes.make_scene(rng) for _ in range(recipe.pretrain_batch)])
+        loss = optimizer_step(projector, optimizer, lambda: words.loss(projector(features), labels),
                               recipe.lr, recipe, device.type)
         if step % 50 == 0 or step == recipe.projector_fit_steps:
             yield {"stage": "fit", "step": step, "words": round(loss.item(), 4), "held_out_words": held_out_error()}
@@ -375,31 +374,50 @@ class WordTargets:
     visual token of a patch that shows a red circle should sit near ``embed(" red") + embed(" circle")``, the
     words a caption uses for it, so that the language model can read it with what it does on text (told the
     caption, it learns to answer "what color is the circle ?" within 50 LoRA steps; from the visual tokens
-    it had not in 1000). Background patches have no target. This shapes where visual tokens land in the
-    embedding space; it never touches the language model's hidden states or attention."""
+    it had not in 1000). With ``places`` the target also says where the object's centre lies, in words the
+    language model compares easily: ``(1 - x) * embed(" left") + x * embed(" right")`` and the same with
+    " top" / " bottom", x and y the centre's grid column and row scaled to 0..1. Background patches have no
+    target. This shapes where visual tokens land in the embedding space; it never touches the language
+    model's hidden states or attention."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, places: bool = False):
         embed = model.get_input_embeddings().weight.detach()  # (vocab, D), frozen
 
+        def ids(words):
+            return [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in words]
+
         def table(words):  # (1 + len(words), D): row 0 (background) is never used
-            ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in words]
-            return torch.cat([torch.zeros_like(embed[:1]), embed[ids]]).float()
+            return torch.cat([torch.zeros_like(embed[:1]), embed[ids(words)]]).float()
 
         self.shape, self.colour = table(scenes.SHAPES), table(scenes.COLORS)
+        self.places = embed[ids(("left", "right", "top", "bottom"))].float() if places else None  # (4, D)
         self.last = float("nan")
 
-    def loss(self, tokens: torch.Tensor, shape: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
-        """Mean squared distance of the object patches' visual tokens (B, 64, D) to their targets, relative
-        to the targets' mean square (1.0 = as far as a zero vector)."""
-        on_object = shape > 0                                             # (B, 64)
-        target = (self.shape.to(tokens.device)[shape] + self.colour.to(tokens.device)[colour])[on_object]  # (N, D)
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """(N, 3) shape, colour, centre cell of object patches -> (N, D) their target vectors."""
+        device = labels.device
+        target = self.shape.to(device)[labels[:, 0]] + self.colour.to(device)[labels[:, 1]]
+        if self.places is not None:
+            grid = scenes.IMAGE_SIZE // build.PATCH_SIZE
+            x = (labels[:, 2] % grid).float() / (grid - 1)                # (N,) 0 = left column, 1 = right
+            y = (labels[:, 2] // grid).float() / (grid - 1)               # (N,) 0 = top row, 1 = bottom
+            weights = torch.stack([1 - x, x, 1 - y, y], dim=-1)            # (N, 4)
+            target = target + weights @ self.places.to(device)
+        return target
+
+    def loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean squared distance of the object patches' visual tokens (B, 64, D) to their targets (``labels``:
+        (B, 64, 3) from :func:`.data.patch_label_tensor`), relative to the targets' mean square (1.0 = as far as
+        a zero vector)."""
+        on_object = labels[..., 0] > 0                                    # (B, 64)
+        target = self.targets(labels[on_object])                          # (N, D)
         if not on_object.any():
             return tokens.sum() * 0.0
         error = (tokens[on_object].float() - target).pow(2).sum(-1).mean() / target.pow(2).sum(-1).mean()
         self.last = error.item()
         return error
 
-    def add_loss(self, model, inputs: dict, shape, colour, weight: float) -> torch.Tensor:
+    def add_loss(self, model, inputs: dict, labels: torch.Tensor, weight: float) -> torch.Tensor:
         """The model's answer loss on ``inputs`` plus ``weight`` times :meth:`loss` on the projector's output."""
         captured = []
         base = model.get_base_model() if _has_lora(model) else model
@@ -408,7 +426,7 @@ class WordTargets:
             answers = model(**inputs).loss
         finally:
             handle.remove()
-        return answers + weight * self.loss(captured[0], shape, colour)
+        return answers + weight * self.loss(captured[0], labels)
 
 
 def optimizer_step(module, optimizer, loss_fn, lr: float, recipe: Recipe, device_type: str) -> torch.Tensor:
