@@ -47,6 +47,8 @@ CASES = [
     ("demo --seed -3", "--seed"),
     ("demo --scenes 0", "--scenes"),
     ("organism train --out {dir}/t --minutes 0", "--minutes"),
+    ("organism train --out {dir}/t --recipe {missing}", "no-answers.jsonl does not exist"),
+    ("organism train --out {dir}/t --recipe {answers}", "answers.jsonl holds no recipe"),
     ("attention --layers two", "--layers"),
     ("eval --bench organism-pope --preset everything", "--preset"),
     ("eval --bench popee", "popee"),

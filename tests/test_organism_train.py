@@ -246,6 +246,16 @@ def test_recipe_variants_are_set_from_text_with_clear_refusals():
     assert recipe_from_dict(old).family_weights == {} and not recipe_from_dict(old).caption_last
 
 
+def test_a_recorded_recipe_is_read_back_for_a_rerun(tmp_path, tiny_lm):
+    from vasink.organism.train import recipe_file
+
+    recipe = _tiny(stage2_steps=1, family_weights={"spatial": 3.0}, caption_context=0.25)
+    ckpt = train(tmp_path / "run", seed=0, recipe=recipe, log=lambda _: None, load_language_model=tiny_lm)
+    assert recipe_file(tmp_path / "run" / "recipe.json") == recipe
+    assert recipe_file(ckpt / "organism.json") == recipe
+    assert recipe_file(organism.CHECKPOINT_DIR / "organism.json") == Recipe()
+
+
 def test_the_default_recipe_is_the_shipped_checkpoints():
     """`vasink organism train` with no --set reproduces what ships: its defaults are the recipe the shipped
     checkpoint records (fields added since then take the values that run had)."""

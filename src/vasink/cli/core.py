@@ -30,6 +30,9 @@ def add_commands(commands) -> None:
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="a recipe variant: change one field of the shipped recipe, e.g. --set lora_rank=64 "
                             "--set stage2_families=caption (repeatable; docs/organism.md lists the fields)")
+    train.add_argument("--recipe", default=None, metavar="FILE",
+                       help="start from the recipe a run recorded (its recipe.json, or a checkpoint's organism.json) "
+                            "instead of the shipped one; --set changes fields of it")
     train.add_argument("--branch-from", default=None, metavar="RUN",
                        help="start from RUN's end of stage 1 (its tower and stage-1 state): a stage-2 variant "
                             "without repeating stages 0-1")
@@ -44,7 +47,7 @@ def run_demo_command(args) -> int:
 
 
 def run_train_command(args) -> int:
-    from ..organism.train import Recipe, branch, recipe_with, train
+    from ..organism.train import Recipe, branch, recipe_file, recipe_with, train
 
     settings = {}
     for item in args.set:
@@ -52,7 +55,8 @@ def run_train_command(args) -> int:
         if not sep or not key.strip():
             raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
         settings[key.strip()] = value.strip()
-    recipe = recipe_with(Recipe(), settings) if settings else None
+    base = recipe_file(args.recipe) if args.recipe else None
+    recipe = recipe_with(base or Recipe(), settings) if settings else base
     if args.branch_from:
         branch(args.branch_from, args.out)
     train(args.out, seed=args.seed, minutes=args.minutes, recipe=recipe, resume=not args.fresh, device=args.device)

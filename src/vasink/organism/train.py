@@ -109,6 +109,21 @@ def recipe_from_dict(fields: dict) -> Recipe:
     return Recipe(vision=vision, **{k: v for k, v in fields.items() if k in known})
 
 
+def recipe_file(path) -> Recipe:
+    """The recipe a run recorded: its ``recipe.json`` or its checkpoint's ``organism.json`` (both keep it under
+    ``"recipe"``), so that a documented run is reproduced with ``vasink organism train --recipe FILE``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe file {path} does not exist (a run folder's recipe.json or a checkpoint's "
+                                f"organism.json)")
+    try:
+        fields = json.loads(path.read_text())["recipe"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"{path} holds no recipe: expected a run's recipe.json or a checkpoint's organism.json, "
+                         f"a JSON object with a \"recipe\" entry") from None
+    return recipe_from_dict(fields)
+
+
 def recipe_with(recipe: Recipe, settings: dict[str, str]) -> Recipe:
     """``recipe`` with fields set from text (``{"lora_rank": "64", "vision.layers": "6",
     "stage2_families": "caption,counting"}``), each converted to the field's type; unknown fields and values
