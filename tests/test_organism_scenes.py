@@ -177,9 +177,9 @@ def test_dialogues_draw_families_by_weight_and_put_the_caption_last(processor):
     assert drawn[True] < 0.13 and drawn[False] > 2 * drawn[True]
 
 
-def test_the_unweighted_draw_is_the_shipped_recipes(processor):
-    """Without weights the turns are drawn as the shipped run drew them (a permutation, then how many), so the
-    default recipe reproduces its checkpoint; the caption is not moved unless asked."""
+def test_the_unweighted_draw_is_the_earlier_recipes(processor):
+    """Without weights the turns are drawn as the runs before family_weights drew them (a permutation, then how
+    many), so their recorded recipes reproduce them; the caption is not moved unless asked."""
     encoder = data.Encoder(processor.tokenizer)
     batch_scenes = scenes.sample("train", 6, seed=3)
     got = encoder.batch(np.random.default_rng(7), batch_scenes, max_turns=3)

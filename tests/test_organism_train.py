@@ -35,7 +35,7 @@ def _tiny(**overrides) -> Recipe:
     fields = dict(vision=build.VisionShape(width=16, layers=1, heads=2, mlp=32), pretrain_steps=2, pretrain_batch=4,
                   stage1_steps=2, stage2_steps=2,
                   batch_size=2, max_turns=2, warmup=1, monitor_every=2, lora_rank=2, sink_dim=3, threads=1,
-                  bf16_autocast=False)
+                  bf16_autocast=False, projector_fit_steps=3)  # the rest as shipped
     fields.update(overrides)
     return Recipe(**fields)
 
@@ -377,7 +377,8 @@ def test_word_targets_measure_the_object_patches_distance_to_their_words(tokeniz
 
 def test_word_targets_and_caption_context_train_the_projector_toward_the_words(tmp_path, tiny_lm):
     """The variant runs through both stages; the word loss is logged and falls (the projector learns it)."""
-    recipe = _tiny(projector_words=1.0, caption_context=0.5, word_places=True, stage1_steps=12, stage2_steps=2, lr=0.05, warmup=1)
+    recipe = _tiny(projector_words=1.0, caption_context=0.5, word_places=True, projector_fit_steps=0, stage1_steps=12,
+                   stage2_steps=2, lr=0.05, warmup=1)
     ckpt = train(tmp_path / "run", seed=0, recipe=recipe, log=lambda _: None, load_language_model=tiny_lm)
     assert (ckpt / "lora.safetensors").exists()
     words = [json.loads(line)["words"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()

@@ -103,7 +103,7 @@ def recommended_config(**overrides):
 
     facts = sink_facts()
     if not facts.get("visual_sinks", False):
-        warnings.warn("the shipped organism has text sinks (BOS) but no visual sink in the paper's sense (docs/organism.md): "
-                      "with the default skip_layers_without_visual_sink=True, VAR leaves it unchanged",
-                      stacklevel=2)
+        warnings.warn("the shipped organism has text sinks (BOS) but visual sinks in the paper's sense only in some "
+                      "layers and images (docs/organism.md): with the default skip_layers_without_visual_sink=True, "
+                      "VAR changes only the layers where an image has one", stacklevel=2)
     return VARConfig(**{"tau": float(facts["tau"]), "sink_dims": tuple(facts["sink_dims"]), **overrides})

@@ -75,7 +75,7 @@ class Encoder:
                 w = np.array([weights.get(q[2], 1.0) for q in pool], dtype=np.float64)
                 k = min(int(rng.integers(1, max_turns + 1)), len(pool))
                 chosen = list(rng.choice(len(pool), size=k, replace=False, p=w / w.sum()))
-            else:  # the shipped recipe's draw, kept as it was so that the recipe reproduces its checkpoint
+            else:  # the draw of the runs before family_weights, kept as it was so that their recipes reproduce them
                 order = rng.permutation(len(pool))
                 chosen = list(order[:int(rng.integers(1, max_turns + 1))])
             if caption_last:

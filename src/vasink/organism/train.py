@@ -43,23 +43,24 @@ class Recipe:
     pretrain_batch: int = 64
     pretrain_lr: float = 1e-3
     stage1_steps: int = 100        # frozen LM: the projector (and the tower unless freeze_tower)
-    stage2_steps: int = 900        # + LoRA on the LM
+    stage2_steps: int = 1000       # + LoRA on the LM
     freeze_tower: bool = True      # after stage 0 the tower stays as pretrained (LLaVA keeps CLIP frozen)
     batch_size: int = 8
     max_turns: int = 3             # questions of one scene per training sequence
     stage2_families: tuple[str, ...] | None = None  # stage 2 asks only these families (None: all), e.g. ("caption",)
     # how often a scene's question of a family is drawn into a dialogue, relative to 1 (the families not named),
     # e.g. {"attribute": 4.0, "spatial": 3.0}: a scene has six existence questions but one attribute question
-    family_weights: dict[str, float] = field(default_factory=dict)
+    family_weights: dict[str, float] = field(default_factory=lambda: {"attribute": 2.0, "spatial": 3.0,
+                                                                      "counting": 2.0})
     caption_last: bool = False     # ask a drawn caption last (it names colours and left-to-right order)
-    pretrain_place: bool = False   # stage 0 also predicts each object patch's centre column and row
-    pretrain_bind: bool = False    # stage 0 also predicts, from the mean token, the (shape, colour) pairs and
+    pretrain_place: bool = True    # stage 0 also predicts each object patch's centre column and row
+    pretrain_bind: bool = True     # stage 0 also predicts, from the mean token, the (shape, colour) pairs and
                                    # each shape's column and row (thermometer codes)
-    caption_context: float = 0.0   # stage 2: this share of dialogues also shows the caption as text (see data.Encoder)
-    projector_words: float = 0.0   # weight of the projector's word targets: an object patch's visual token near
+    caption_context: float = 0.5   # stage 2: this share of dialogues also shows the caption as text (see data.Encoder)
+    projector_words: float = 1.0   # weight of the projector's word targets: an object patch's visual token near
                                    # the sum of its colour's and shape's word embeddings (stages 1 and 2)
-    word_places: bool = False      # ... plus its place: (1 - x) * " left" + x * " right", the same with top/bottom
-    projector_fit_steps: int = 0   # before stage 1: the projector alone fitted to those word targets (no LM)
+    word_places: bool = True       # ... plus its place: (1 - x) * " left" + x * " right", the same with top/bottom
+    projector_fit_steps: int = 300 # before stage 1: the projector alone fitted to those word targets (no LM)
     lr: float = 1e-3               # stage 1 (projector, and tower unless frozen)
     stage2_lr: float = 2e-4        # stage 2 (LoRA and the projector)
     lora_rank: int = 16
