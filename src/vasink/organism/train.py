@@ -92,7 +92,7 @@ def _cosine(recipe: Recipe, base: float, s: int, steps: int) -> float:
     return base * (recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-# Recipe fields added after runs were written (the shipped checkpoint's organism.json among them), each with
+# Recipe fields added after runs were written (the recipe.json files in docs/organism/ among them), each with
 # the value those runs had; recipe_from_dict fills them in, so an old run resumes and re-exports as it ran.
 _ADDED_LATER = {"family_weights": {}, "caption_last": False, "pretrain_place": False, "pretrain_bind": False,
                 "caption_context": 0.0, "projector_words": 0.0,
