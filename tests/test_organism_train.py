@@ -256,6 +256,22 @@ def test_a_recorded_recipe_is_read_back_for_a_rerun(tmp_path, tiny_lm):
     assert recipe_file(organism.CHECKPOINT_DIR / "organism.json") == Recipe()
 
 
+def test_every_documented_runs_recipe_reads_back_as_it_ran():
+    """docs/organism.md reproduces each kept run with --recipe docs/organism/RUN/recipe.json: runs written before a
+    field existed read back with the value they ran with, not today's default."""
+    from pathlib import Path
+
+    from vasink.organism.train import recipe_file
+
+    folders = sorted((Path(__file__).resolve().parents[1] / "docs" / "organism").glob("*/recipe.json"))
+    recipes = {f.parent.name: recipe_file(f) for f in folders}
+    assert {"shipped-run", "previous-shipped", "bind", "words"} <= set(recipes)
+    assert recipes["shipped-run"] == Recipe()
+    old = recipes["previous-shipped"]
+    assert (old.projector_words, old.caption_context, old.family_weights, old.pretrain_bind) == (0.0, 0.0, {}, False)
+    assert recipes["words"].projector_words == 1.0 and not recipes["words"].word_places
+
+
 def test_the_default_recipe_is_the_shipped_checkpoints():
     """`vasink organism train` with no --set reproduces what ships: its defaults are the recipe the shipped
     checkpoint records (fields added since then take the values that run had)."""
