@@ -68,7 +68,7 @@ class Encoder:
         as stage 0 labels them, for the projector's word targets: ``"patch_labels"``, (B, 64, 3)."""
         seqs = []
         for scene in batch_scenes:
-            told = context > 0 and rng.random() < context  # no draw at 0: the shipped recipe's stream is kept
+            told = context > 0 and rng.random() < context  # no draw at 0: runs without it keep their stream
             pool = [q for q in scene.questions if (families is None or q[2] in families)
                     and not (told and q[2] == "caption")] or scene.questions
             if weights:
