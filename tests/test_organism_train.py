@@ -391,11 +391,22 @@ def test_word_targets_measure_the_object_patches_distance_to_their_words(tokeniz
     assert placed.loss(tokens, labels).item() > 0.05                     # left and right swapped: off
 
 
-def test_word_targets_and_caption_context_train_the_projector_toward_the_words(tmp_path, tiny_lm):
-    """The variant runs through both stages; the word loss is logged and falls (the projector learns it)."""
+def test_word_targets_and_caption_context_train_the_projector_toward_the_words(tmp_path, tiny_lm, monkeypatch):
+    """The variant runs through both stages; the word loss is logged and falls (the projector learns it); the
+    caption is told in stage 2 only, and the batches carry patch labels for the word loss."""
+    from vasink.organism import data
+
+    asked = []
+    real_batch = data.Encoder.batch
+
+    def spy(self, rng, batch_scenes, **kwargs):
+        asked.append((kwargs["context"], kwargs["patch_labels"]))
+        return real_batch(self, rng, batch_scenes, **kwargs)
+    monkeypatch.setattr(data.Encoder, "batch", spy)
     recipe = _tiny(projector_words=1.0, caption_context=0.5, word_places=True, projector_fit_steps=0, stage1_steps=12,
                    stage2_steps=2, lr=0.05, warmup=1)
     ckpt = train(tmp_path / "run", seed=0, recipe=recipe, log=lambda _: None, load_language_model=tiny_lm)
+    assert asked == [(0.0, True)] * 12 + [(0.5, True)] * 2
     assert (ckpt / "lora.safetensors").exists()
     words = [json.loads(line)["words"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
              if '"words"' in line]

@@ -3,7 +3,7 @@
 # numbers.json and a self-contained report.html; README.md quotes the numbers.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-limit=${LIMIT:-100}  # POPE questions per negative-sampling subset for heads/ablate (LIMIT=30: 2.4 min on 2 CPU cores)
+limit=${LIMIT:-100}  # POPE questions per negative-sampling subset for heads/ablate (LIMIT=30: 6 min on 2 CPU cores)
 out=docs/analysis
 vasink sinks --out "$out/sinks" "$@"
 vasink attention --methods var,pai,vaf --out "$out/attention" "$@"

@@ -127,6 +127,12 @@ def _add_zero_rows(lm, vocab_size: int) -> None:
     lm.config.vocab_size = vocab_size
 
 
+def patch_features(tower, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The features LLaVA's projector reads from the tower (``vision_feature_layer=-1``, ``"default"``
+    strategy): last hidden state, CLS dropped. (B, 3, 64, 64) -> (B, 64, width)"""
+    return tower(pixel_values, output_hidden_states=True).hidden_states[-1][:, 1:]
+
+
 def trained_state(model) -> dict[str, torch.Tensor]:
     """The weights vasink trains and ships: the vision tower and the projector (not the language model)."""
     return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()

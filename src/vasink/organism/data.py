@@ -81,7 +81,7 @@ class Encoder:
             if caption_last:
                 chosen.sort(key=lambda i: pool[i][2] == "caption")  # stable: the drawn order otherwise
             seqs.append(self.dialogue([(pool[i][0], pool[i][1]) for i in chosen],
-                                      context=f"The image shows {scenes.caption(scene)}" if told else None))
+                                      context=scenes.told(scene) if told else None))
         width = max(len(ids) for ids, _ in seqs)
         input_ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
         attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)

@@ -117,8 +117,8 @@ def plot(runs: dict[str, dict], out) -> Path:
                 ax.plot(steps, series, styles[band], color=colour, alpha=1.0 if what == "p99" else 0.5,
                         label=f"{label}: {band} {what}" if k == 0 or band == "late" else None)
         if tau is not None and k == 0:
-            axes[0, 1].axhline(tau, color="black", linewidth=0.8)
-            axes[0, 1].annotate(f"tau {tau}", (0.01, tau), xycoords=("axes fraction", "data"), va="bottom")
+            axes[0, 1].axhline(tau, color="black", linewidth=0.8, label=f"the monitor's tau ({tau})")  # named in the
+            # legend below the panel: a label inside the panel would sit on the early band's curves
         for band, series in band_series(monitors, "vis_sinks").items():
             axes[0, 2].plot(steps, 100 * series, styles[band], color=colour, label=f"{label}: {band}")
         for band, series in band_series(monitors, "att_visual").items():

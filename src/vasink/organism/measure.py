@@ -183,7 +183,7 @@ def text_binding(lm, tokenizer, n_scenes: int = 60, seed: int = 0) -> dict:
     results: dict[str, list] = {}
     for scene in scenes.sample("test", n_scenes, seed):
         caption = scenes.caption(scene)
-        user = f"<|im_start|>user\nThe image shows {caption}\n"
+        user = f"<|im_start|>user\n{scenes.told(scene)}\n"
         for question, truth, family in scene.questions:
             if family == "attribute":
                 named = [k for k, c in enumerate(colours) if c in caption.split()]

@@ -162,8 +162,8 @@ class Pretrainer(nn.Module):
             self.place_code_head = nn.Linear(width, AXES * len(scenes.SHAPES) * (GRID - 1))
 
     def patch_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The features LLaVA's projector reads: last hidden state, CLS dropped. (B, 64, width)"""
-        return self.tower(pixel_values, output_hidden_states=True).hidden_states[-1][:, 1:]
+        """The features LLaVA's projector reads (:func:`.build.patch_features`). (B, 64, width)"""
+        return build.patch_features(self.tower, pixel_values)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from transformers.models.clip.modeling_clip import image_text_contrastive_loss

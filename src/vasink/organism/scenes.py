@@ -152,6 +152,12 @@ def caption(scene: Scene) -> str:
     return " , ".join(names[:-1]) + " and " + names[-1] + " ."
 
 
+def told(scene: Scene) -> str:
+    """The scene told as text, as a line before a question: "The image shows a red circle and a blue square ."
+    (training dialogues with ``caption_context``, and ``measure.text_binding``)."""
+    return f"The image shows {caption(scene)}"
+
+
 def caption_objects(text: str) -> list[str]:
     """Shapes mentioned in a caption, in order (for CHAIR-style scoring against ``scene.objects``)."""
     return [w for w in text.replace(".", " ").replace(",", " ").split() if w in SHAPES]

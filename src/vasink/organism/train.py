@@ -280,14 +280,15 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
         log(f"resumed at step {step} ({elapsed / 60:.1f} min)")
 
     encoder = data.Encoder(processor.tokenizer)
-    words = WordTargets(model, processor.tokenizer, recipe.word_places) if recipe.projector_words > 0 else None
+    targets = (WordTargets(model, processor.tokenizer, recipe.word_places)
+               if recipe.projector_words > 0 or recipe.projector_fit_steps > 0 else None)
+    words = targets if recipe.projector_words > 0 else None  # in the training loss
     monitor_scenes = scenes.sample("validation", 16, seed=seed)
     total = recipe.stage1_steps + recipe.stage2_steps
     start, last_save = time.time() - elapsed, time.time()
     with open(out / "log.jsonl", "a") as log_file:
         if step == 0 and recipe.projector_fit_steps > 0:  # seconds: no language model in the loop
-            for record in fit_projector(model, WordTargets(model, processor.tokenizer, recipe.word_places), recipe,
-                                        seed):
+            for record in fit_projector(model, targets, recipe, seed):
                 log_file.write(json.dumps(record) + "\n")
             log(f"projector fitted to the word targets: {record}")
         if step == 0:  # the starting point: the (pretrained) tower behind a fresh projector
@@ -316,7 +317,7 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
                 record = {"step": step, "loss": round(loss.item(), 4), "lr": lr,
                           "min": round((time.time() - start) / 60, 2)}
                 if words is not None:
-                    record["words"] = round(words.last, 4)
+                    record["words"] = round(words.last.item(), 4)
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
             if step % recipe.monitor_every == 0 or step == total:
@@ -358,15 +359,13 @@ def fit_projector(model, words: "WordTargets", recipe: Recipe, seed: int):
     Yields a log record before the first step, every 50 steps and at the end, with the held-out word error."""
     from .pretrain import patch_labels
 
-    base = model.get_base_model() if _has_lora(model) else model
-    tower, projector = base.model.vision_tower, base.model.multi_modal_projector
+    tower, projector = _base(model).model.vision_tower, _base(model).model.multi_modal_projector
     device = next(projector.parameters()).device
     optimizer = torch.optim.AdamW(projector.parameters(), lr=recipe.lr, weight_decay=0.0)
 
     def batch(scene_list):
-        with torch.no_grad():  # the features LLaVA's projector reads: last hidden state, CLS dropped
-            pixels = data.pixels([s.image for s in scene_list]).to(device)
-            features = tower(pixels, output_hidden_states=True).hidden_states[-1][:, 1:]  # (B, 64, width)
+        with torch.no_grad():  # the tower is frozen here: its features once per batch, no graph
+            features = build.patch_features(tower, data.pixels([s.image for s in scene_list]).to(device))
         return features, data.patch_label_tensor([patch_labels(s) for s in scene_list]).to(device)
 
     held_out = batch(scenes.sample("validation", 64, seed=seed))
@@ -407,7 +406,7 @@ class WordTargets:
 
         self.shape, self.colour = table(scenes.SHAPES), table(scenes.COLORS)
         self.places = embed[ids(("left", "right", "top", "bottom"))].float() if places else None  # (4, D)
-        self.last = float("nan")
+        self.last = torch.tensor(float("nan"))  # the last loss, detached (read when logged: no sync per step)
 
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
         """(N, 3) shape, colour, centre cell of object patches -> (N, D) their target vectors."""
@@ -426,18 +425,18 @@ class WordTargets:
         (B, 64, 3) from :func:`.data.patch_label_tensor`), relative to the targets' mean square (1.0 = as far as
         a zero vector)."""
         on_object = labels[..., 0] > 0                                    # (B, 64)
-        target = self.targets(labels[on_object])                          # (N, D)
         if not on_object.any():
             return tokens.sum() * 0.0
+        target = self.targets(labels[on_object])                          # (N, D)
         error = (tokens[on_object].float() - target).pow(2).sum(-1).mean() / target.pow(2).sum(-1).mean()
-        self.last = error.item()
+        self.last = error.detach()
         return error
 
     def add_loss(self, model, inputs: dict, labels: torch.Tensor, weight: float) -> torch.Tensor:
         """The model's answer loss on ``inputs`` plus ``weight`` times :meth:`loss` on the projector's output."""
         captured = []
-        base = model.get_base_model() if _has_lora(model) else model
-        handle = base.model.multi_modal_projector.register_forward_hook(lambda m, i, out: captured.append(out))
+        handle = _base(model).model.multi_modal_projector.register_forward_hook(
+            lambda m, i, out: captured.append(out))
         try:
             answers = model(**inputs).loss
         finally:
@@ -471,8 +470,7 @@ def export(run_dir, out_dir, model=None, log=print, load_language_model=None) ->
             model = add_lora(model, recipe, fields["seed"])
         _load_trainable(model, saved["weights"])
     out.mkdir(parents=True, exist_ok=True)
-    base = model.get_base_model() if _has_lora(model) else model
-    save_file(build.trained_state(base), out / "vision.safetensors")
+    save_file(build.trained_state(_base(model)), out / "vision.safetensors")
     if _has_lora(model):
         from peft import get_peft_model_state_dict
         # float16 halves the package (rank-16 adapters on 210 projections: 4.9 M numbers); the fold at load
@@ -495,6 +493,11 @@ def _is_stage2(weights: dict) -> bool:
 
 def _has_lora(model) -> bool:
     return hasattr(model, "peft_config")
+
+
+def _base(model):
+    """The LlavaForConditionalGeneration inside a LoRA-wrapped model (or the model itself)."""
+    return model.get_base_model() if _has_lora(model) else model
 
 
 def _load_trainable(model, weights: dict[str, torch.Tensor]) -> list[str]:
