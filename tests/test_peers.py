@@ -381,6 +381,34 @@ def test_beam_search_is_refused_while_a_second_pass_is_on():
     assert model.generate(**inputs, max_new_tokens=2, num_beams=2, do_sample=False).shape[0] == 2
 
 
+def test_a_prompt_in_chunks_runs_only_where_it_gives_the_one_prefill_result():
+    """generate(prefill_chunk_size=...) (Qwen2-VL pre-encodes its image, so transformers allows it): a later chunk
+    that holds image placeholders is refused (the image spans are read at the first forward: VAF would act as
+    the stock model there, PAI's no-image pass would keep the image tokens); PAI's attention edit is refused at
+    any later chunk (it edits the last row of every forward). Chunks of text after the image give the one-prefill
+    generation: VAF's edit and PAI's guidance alone. VCD's pixels cannot be chunked (transformers says so)."""
+    from families_fixtures import BOS, Image
+
+    model = model_of("qwen2_vl")
+    inputs = FAMILIES["qwen2_vl"].inputs(model, [[BOS, 5, Image(1), 7, 8]])  # 10 tokens, the image at 2..7
+    stock = generate(model, inputs)
+    for config in (vasink.VAFConfig(image_scale=4.0, system_scale=0.2), vasink.PAIConfig(alpha=0.0, gamma=2.0)):
+        with vasink.var(model, config):
+            whole = generate(model, inputs)
+            text_chunks = generate(model, inputs, prefill_chunk_size=8)  # [0:8] holds the image, [8:10] text
+            with pytest.raises(RuntimeError, match=rf"{config.method.upper()} saw image placeholders.*"
+                                                   r"prefill_chunk_size=None"):
+                generate(model, inputs, prefill_chunk_size=3)
+        assert changed(whole[1], stock[1])
+        assert torch.equal(text_chunks[0], whole[0])
+        torch.testing.assert_close(text_chunks[1], whole[1], rtol=1e-5, atol=1e-5)
+    with vasink.var(model, vasink.PAIConfig(alpha=0.2, gamma=2.0)), \
+            pytest.raises(RuntimeError, match="PAI edits the last row of each forward.*prefill_chunk_size=None"):
+        generate(model, inputs, prefill_chunk_size=8)
+    with vasink.var(model, vasink.VCDConfig(seed=1)), pytest.raises(ValueError, match="prefill_chunk_size=None"):
+        generate(model, inputs, prefill_chunk_size=8)
+
+
 @pytest.mark.parametrize("name", ["llava_next", "qwen2_vl", "qwen2_5_vl", "gemma3", "paligemma", "idefics3",
                                   "mistral3", "internvl"])
 def test_vcd_paired_forward_equals_a_separate_second_pass(name):

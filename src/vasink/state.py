@@ -71,6 +71,17 @@ def token_layout(adapter: ModelAdapter, model: nn.Module, input_ids: torch.Tenso
                        eligible=after_first_image & ~placeholder & valid)
 
 
+def refuse_image_after_prefill(adapter: ModelAdapter, model: nn.Module, input_ids: torch.Tensor, method: str) -> None:
+    """A forward over a non-empty cache whose new tokens (B, N > 1) hold image placeholders is a prompt cut in
+    chunks (``generate(..., prefill_chunk_size=...)``): the image spans are read at the prompt's first forward,
+    so the method would miss these images and silently act as if they were text. Refuse it."""
+    if input_ids.shape[1] > 1 and bool(adapter.placeholder_mask(model, input_ids).any()):
+        raise RuntimeError(
+            f"vasink's {method} saw image placeholders in a forward over a non-empty cache (chunked prefill?); "
+            "run the prompt in one prefill (generate(..., prefill_chunk_size=None))"
+        )
+
+
 def real_keys(attention_mask, length: int) -> torch.Tensor | None:
     """(B, length) bool: which of the first ``length`` positions are real tokens (not padding), from whatever mask
     the model is called with: a 2D padding mask, a 4D mask (B, 1, Q, K) (bool or additive), or a dict of 4D masks
@@ -163,11 +174,7 @@ class VARState:
             self._begin_prefill(input_ids, attention_mask, inputs)
             self.preallocated_cache = bool(getattr(cache, "is_compileable", False))
         else:
-            if new > 1 and bool(self.adapter.placeholder_mask(self.model, input_ids).any()):
-                raise RuntimeError(
-                    "vasink saw image placeholders in a forward over a non-empty cache (chunked prefill?); "
-                    "run the prompt in one prefill (generate(..., prefill_chunk_size=None))"
-                )
+            refuse_image_after_prefill(self.adapter, self.model, input_ids, "VAR")
             self._begin_decode(batch, new, past, attention_mask, input_ids.device)
 
     def _begin_prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, inputs: dict) -> None:

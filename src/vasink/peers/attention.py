@@ -30,7 +30,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ..attention import allowed_keys, causal_keys, stock_attention
 from ..models import ModelAdapter
-from ..state import PrefillMask, token_layout
+from ..state import PrefillMask, refuse_image_after_prefill, token_layout
 from .config import PAIConfig, VAFConfig
 
 ATTENTION_NAME = "vasink-peers"
@@ -82,6 +82,11 @@ class PeerState:
         if self.image is None or past != self.num_keys:
             raise RuntimeError(f"vasink saw a decode step over {past} cached tokens but no matching prompt "
                                f"({self.num_keys} tokens seen); enable the method before the generation's first forward")
+        refuse_image_after_prefill(self.adapter, self.model, input_ids, self.config.method.upper())
+        if isinstance(self.config, PAIConfig) and self.config.alpha > 0 and new > 1:
+            raise RuntimeError("vasink's PAI edits the last row of each forward, so a prompt run in chunks (chunked "
+                               "prefill) would be edited at every chunk's end; run the prompt in one prefill "
+                               "(generate(..., prefill_chunk_size=None))")
         self.num_keys = past + new
         self.rows = torch.ones(batch, new, dtype=torch.bool, device=input_ids.device)  # every decoded row
 
