@@ -97,6 +97,16 @@ def test_the_plugin_carries_any_arm_its_parameters_and_decoding(monkeypatch):
     assert VasinkLMM.create_from_arg_string("arm=vaf,layers=1").arm.config.layers == (1,)
     with pytest.raises(ValueError, match="did you mean 'vcd'"):
         VasinkLMM.create_from_arg_string("arm=vdc")
+    # a misspelled or foreign setting is refused (it used to run the defaults); lmms-eval's own max_batch_size passes
+    with pytest.raises(ValueError, match=r"model_args alhpa: not a setting of vasink's pai arm \(did you mean alpha"):
+        VasinkLMM.create_from_arg_string("arm=pai,alhpa=0.9")
+    with pytest.raises(ValueError, match="model_args gamma: not a setting of vasink's vaf arm"):
+        VasinkLMM.create_from_arg_string("arm=vaf,gamma=2")
+    assert VasinkLMM.create_from_arg_string("arm=pai,alpha=0.9", {"max_batch_size": 4}).arm.config.alpha == 0.9
+    # the VAR arm takes its config's fields too, not only preset / rho / p / tau
+    var_arm = VasinkLMM.create_from_arg_string("sink_dims=5,layers=1;2,compat=released-code,rho=0.3")
+    assert (var_arm.var_config.sink_dims, var_arm.var_config.layers) == ((5,), (1, 2))
+    assert var_arm.var_config.compat == "released-code" and var_arm.var_config.rho == 0.3
     docs = [{"image": Image.new("RGB", (28, 28), (i * 40, 0, 0))} for i in range(3)]
     requests = [Instance("generate_until", ("<image>\nIs there a person in the image?", {"max_new_tokens": 3},
                                             lambda doc: [doc["image"]], i, "pope", "test"),

@@ -425,3 +425,110 @@ def test_a_second_writer_into_the_same_out_is_refused_and_a_killed_holder_does_n
     assert len(records) == 2 * 6 and len({(r["id"], r["arm"]) for r in records}) == len(records)
     with writer_lock(out / "records.jsonl"):  # another shard writes another file: not refused
         run_eval(settings(out, limit=2, shard=(0, 2)), loaded=loaded)
+
+
+def test_a_resume_over_changed_questions_is_refused(tmp_path, loaded):
+    """Answers are reused only for the questions the data holds now: a prompt or target edited in place since
+    (a fixed question file) is refused, naming the sample; the unchanged data resumes."""
+    import dataclasses
+
+    out = tmp_path / "run"
+    run_eval(settings(out, limit=2), loaded=loaded)
+    before = (out / "records.jsonl").read_bytes()
+    bench, subset, samples, shard = runner.prepare(settings(out, limit=2))
+    for field, value in (("prompt", samples[1].prompt + " please"), ("target", "maybe")):
+        edited = [samples[0], dataclasses.replace(samples[1], **{field: value})]
+        with pytest.raises(ConfigMismatch, match=rf"holds 2 answers for questions that the data now asks "
+                                                 rf"differently \(sample '{samples[1].id}': its {field} changed"):
+            run_eval(settings(out, limit=2), loaded=loaded, prepared=(bench, subset, edited, shard))
+    assert (out / "records.jsonl").read_bytes() == before
+    assert run_eval(settings(out, limit=2), loaded=loaded)["skipped"] == 2 * 6  # two arms, two of each subset
+
+
+def test_a_resume_in_another_precision_is_refused(tmp_path, loaded):
+    """run.json records the weights' dtype once the model is loaded: float16 answers never mix into a float32
+    run (the message names --dtype); a folder written before dtype was recorded still resumes."""
+    import copy
+
+    out = tmp_path / "run"
+    run_eval(settings(out, limit=1, var="off"), loaded=loaded)
+    run_file = out / "run.json"
+    assert json.loads(run_file.read_text())["run"]["dtype"] == "float32"
+    half = loading.LoadedModel(copy.deepcopy(loaded.model).to(torch.bfloat16), loaded.processor, loaded.name,
+                               loaded.var_config)
+    with pytest.raises(ConfigMismatch, match="dtype='float32', but this run has dtype='bfloat16'.*pass --dtype float32"):
+        run_eval(settings(out, limit=1, var="off"), loaded=half)
+    stored = json.loads(run_file.read_text())
+    del stored["run"]["dtype"]
+    run_file.write_text(json.dumps(stored))
+    assert run_eval(settings(out, limit=1, var="off"), loaded=loaded)["skipped"] == 3  # one of each subset
+    with pytest.raises(ValueError, match="dtype must be one of float32, float16, bfloat16, got 'half'"):
+        loading.load_model("organism", "cpu", "half")
+
+
+def test_a_shard_started_beside_another_with_other_settings_is_refused(tmp_path, loaded):
+    """Before shard 0 has written an answer, its settings bind the folder while it runs: shard 1 with another rho
+    is refused (it used to replace them, and the report dropped shard 0's answers); with the same settings it
+    runs; once shard 0 has stopped without answering, a corrected start may replace them."""
+    import os
+    import signal
+    import subprocess
+    import textwrap
+
+    from vasink.eval import records
+
+    out = tmp_path / "run"
+    shard0 = settings(out, limit=2, rho=0.5, shard=(0, 2))
+    bench, subset, samples, shard = runner.prepare(shard0)
+    run = {**runner.run_description(shard0, bench, subset, "tiny-llava"), "dtype": "float32"}
+    arms = runner.var_arms(shard0, bench, loaded)
+    records.check_run(out, run, {n: a.payload() for n, a in arms.items()},
+                      {n: a.decoding.payload() for n, a in arms.items()})  # what shard 0 wrote at its start
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from vasink.eval.records import writer_lock
+        with writer_lock(Path({str(out / "records.shard-0-of-2.jsonl")!r})):
+            print("locked", flush=True)
+            time.sleep(120)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigMismatch, match=r"differs in rho 0.5 -> 0.9.*another process is writing into it"):
+            run_eval(settings(out, limit=2, rho=0.9, shard=(1, 2)), loaded=loaded)
+        assert not (out / "records.shard-1-of-2.jsonl").exists()
+        assert run_eval(settings(out, limit=2, rho=0.5, shard=(1, 2)), loaded=loaded)["generated"] == 3 * 2
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    fresh = tmp_path / "fresh"
+    records.check_run(fresh, run, {"var": {"rho": 0.5}})  # a start that failed, no writer left
+    run_eval(settings(fresh, limit=1, rho=0.9), loaded=loaded)
+
+
+def test_runs_without_a_sampled_arm_are_refused(tmp_path, loaded):
+    with pytest.raises(ValueError, match="--runs 3 asks for 3 sampled answers per sample, but every arm decodes "
+                                         "greedily under --decoding greedy"):
+        run_eval(settings(tmp_path / "greedy", limit=1, runs=3), loaded=loaded)
+    assert not (tmp_path / "greedy").exists()
+    assert run_eval(settings(tmp_path / "vcd", limit=1, arms=("base", "vcd"), decoding="official", runs=2),
+                    loaded=loaded)["generated"] == 1 * 3 + 2 * 3  # base greedy once, VCD sampled twice
+
+
+def test_an_exported_organism_brings_its_own_sink_facts_and_name(tmp_path, loaded, monkeypatch):
+    """load_model(DIR) of a `vasink organism train` export: VAR with the run's measured sink dims and tau (never
+    the shipped model's), the folder as the model's name; unmeasured, VAR arms say how to measure it."""
+    from vasink import organism
+
+    monkeypatch.setattr(organism, "load", lambda path=None: (loaded.model, loaded.processor))
+    export = tmp_path / "checkpoint"
+    export.mkdir()
+    (export / "organism.json").write_text("{}")
+    unmeasured = loading.load_model(str(export), "cpu")
+    assert unmeasured.var_config is None and unmeasured.name == str(export)
+    assert f"python -m vasink.organism.measure --ckpt {export}" in unmeasured.var_config_missing
+    (export / "vasink.json").write_text(json.dumps({"sink_dims": [5, 40], "tau": 3.0, "visual_sinks": True}))
+    measured = loading.load_model(str(export), "cpu")
+    assert (measured.var_config.sink_dims, measured.var_config.tau) == ((5, 40), 3.0)
+    with pytest.warns(UserWarning, match="the shipped organism"):
+        assert organism.recommended_config().sink_dims != (5, 40)  # the shipped model's own

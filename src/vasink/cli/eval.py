@@ -57,6 +57,9 @@ def _add_run_arguments(parser, var_flags: bool = True) -> None:
     parser.add_argument("--out", default=None, help="output folder (default: vasink-eval/<bench>)")
     parser.add_argument("--shard", default=None, help="I/N: evaluate every N-th sample from the I-th")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                        help="the model's precision (default: float16 on CUDA, float32 on CPU); a resume needs "
+                             "the precision the run began with")
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     parser.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples for the report")
 
@@ -105,7 +108,7 @@ def _settings(args, **extra):
     sink_dims = tuple(args.sink_dims) if args.sink_dims else None
     return EvalSettings(bench=args.bench, model=args.model, preset=args.preset, limit=args.limit, sink_dims=sink_dims,
                         batch_size=args.batch_size, data=args.data, images=args.images, out=args.out,
-                        shard=parse_shard(args.shard), device=args.device, params=parse_sets(args.set),
+                        shard=parse_shard(args.shard), device=args.device, dtype=args.dtype, params=parse_sets(args.set),
                         decoding=args.decoding, seed=args.seed, runs=args.runs, **extra)
 
 

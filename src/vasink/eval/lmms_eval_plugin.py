@@ -8,7 +8,8 @@ PAI, VAF or VCD).
 
 ``model_args``: ``pretrained`` (``organism`` or a path / hub id), ``arm`` (base, var, pai, vaf, vcd; default:
 ``var`` = on/off, default on), ``preset``, ``rho``, ``p``, ``tau`` (VAR), the fields of the arm's config
-(``alpha``, ``gamma``, ``image_scale``, ...; ``layers`` as ``9;10;11``), ``decoding`` (greedy, sample,
+(``alpha``, ``gamma``, ``image_scale``, VAR's ``compat``, ``sink_dims``, ...; ``layers`` as ``9;10;11``; any other
+name is refused), ``decoding`` (greedy, sample,
 official: as ``vasink eval --decoding``), ``seed``, ``batch_size``, ``device``. Sampled answers are seeded by
 (seed, task, split, doc id), so they do not depend on the batch. lmms-eval finds the model through the entry
 point group ``lmms_eval.models`` (``vasink = "vasink.eval.lmms_eval_plugin:manifest"``).
@@ -33,6 +34,34 @@ def _flag(value) -> bool:
     return str(value).strip().lower() in ("1", "true", "on", "yes")
 
 
+# model_args lmms-eval adds of its own (besides batch_size and device)
+LMMS_EVAL_ARGS = ("max_batch_size",)
+
+
+def _config_params(arm: str, method, rest: dict) -> dict:
+    """The arm's config fields among the model_args, parsed ("9;10" -> (9, 10)); any other name is refused (a
+    typo would otherwise run the defaults)."""
+    import dataclasses
+    import difflib
+
+    from .arms import parse_value
+
+    fields = {f.name for f in dataclasses.fields(method.config_type())} if arm != "base" else set()
+    unknown = sorted(k for k in rest if k not in fields and k not in LMMS_EVAL_ARGS)
+    if unknown:
+        known = sorted(fields | {"pretrained", "arm", "var", "preset", "rho", "p", "tau", "decoding", "seed",
+                                 "batch_size", "device"})
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"model_args {', '.join(unknown)}: not a setting of vasink's {arm} arm{hint}; it takes "
+                         f"{', '.join(known)}")
+    params = {k: parse_value(str(v).replace(";", ",")) for k, v in rest.items() if k in fields}
+    for key in ("layers", "sink_dims"):
+        if isinstance(params.get(key), int):  # layers=9: one layer
+            params[key] = (params[key],)
+    return params
+
+
 class VasinkLMM(lmms):
     is_simple = True
 
@@ -44,7 +73,8 @@ class VasinkLMM(lmms):
         from .loading import load_model
 
         arm = str(arm) if arm is not None else ("var" if _flag(var) else "base")
-        method = get_method(arm)  # an unknown arm fails before the model loads
+        method = get_method(arm)  # an unknown arm or model_arg fails before the model loads
+        params = _config_params(arm, method, rest)
         self.loaded = load_model(str(pretrained), device)
         self.batch_size = int(batch_size)
         self.var_config = None
@@ -53,18 +83,11 @@ class VasinkLMM(lmms):
                 raise ValueError(self.loaded.var_config_missing or f"no sink dimensions known for {pretrained}")
             number = lambda v: None if v is None else float(v)  # noqa: E731  (model_args arrive as strings)
             self.var_config = self.loaded.var_config.with_preset(preset, rho=number(rho), p=number(p),
-                                                                 tau=number(tau))
+                                                                 tau=number(tau), **params)
             config = self.var_config
-        else:  # the arm's config fields among the model_args (lmms-eval passes others of its own)
-            import dataclasses
+        else:
             from types import SimpleNamespace
 
-            from .arms import parse_value
-
-            fields = {f.name for f in dataclasses.fields(method.config_type())} if arm != "base" else set()
-            params = {k: parse_value(str(v).replace(";", ",")) for k, v in rest.items() if k in fields}
-            if isinstance(params.get("layers"), int):  # layers=9: one layer
-                params["layers"] = (params["layers"],)
             config = method.build(SimpleNamespace(seed=int(seed)), None, self.loaded, params)
         self.arm = Arm(arm, arm, config, decoding_for(method, decoding, seed=int(seed)))
 

@@ -7,6 +7,8 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
+DTYPES = ("float32", "float16", "bfloat16")
+
 
 @dataclass
 class LoadedModel:
@@ -19,6 +21,11 @@ class LoadedModel:
     @property
     def device(self):
         return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> str:
+        """The weights' precision, e.g. "float32" (what run.json records: answers depend on it)."""
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
 
 
 def default_device() -> str:
@@ -70,6 +77,8 @@ def _in_hub_cache(repo_id: str) -> bool:
 def load_model(spec: str = "organism", device: str | None = None, dtype: str | None = None) -> LoadedModel:
     from ..config import VARConfig
 
+    if dtype not in (None, *DTYPES):
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     device = device or default_device()
     from pathlib import Path
 
@@ -77,11 +86,18 @@ def load_model(spec: str = "organism", device: str | None = None, dtype: str | N
     if spec == "organism" or exported_organism:
         from .. import organism
 
-        model, processor = organism.load(spec if exported_organism else None)
+        import torch
+
+        folder = spec if exported_organism else None  # an export's own sink facts, never the shipped model's
+        model, processor = organism.load(folder)
+        if dtype is not None:
+            model = model.to(getattr(torch, dtype))
         try:
-            return LoadedModel(model.to(device), processor, "organism", organism.recommended_config())
-        except FileNotFoundError as error:  # weights shipped, sink facts not measured yet
-            return LoadedModel(model.to(device), processor, "organism", None, str(error))
+            return LoadedModel(model.to(device), processor, spec, organism.recommended_config(folder))
+        except FileNotFoundError as error:  # weights there, sink facts not measured yet
+            how = (f"; measure them with `python -m vasink.organism.measure --ckpt {spec} --out {spec}/measured.json "
+                   f"--facts {spec}/vasink.json`" if folder else "")
+            return LoadedModel(model.to(device), processor, spec, None, f"{error}{how}")
 
     import torch
     import transformers

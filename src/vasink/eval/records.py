@@ -88,33 +88,60 @@ def _locked(path: Path, blocking: bool):
         yield handle  # released when the file closes
 
 
+# run settings known only once the model is loaded (and absent from folders written before them): compared
+# where both sides have them
+LATE_RUN_KEYS = ("dtype",)
+
+
 def check_run(out: Path, run: dict, arms: Mapping[str, dict],
-              decodings: Mapping[str, dict | None] | None = None) -> dict:
+              decodings: Mapping[str, dict | None] | None = None, writing: Path | None = None) -> dict:
     """Compare with ``out/run.json`` (refusing any difference in the run settings or in an existing
     arm's config or decoding), add new arms, write it back, and return the arms' config hashes.
 
     ``decodings``: arm -> its decoding when it samples (None: greedy). Its ``runs`` is kept but not hashed, so
     a larger ``--runs`` extends the same arm as a larger ``--limit`` does.
 
-    Only answers bind a folder: settings that produced no record (a start that failed before its first
-    answer) are replaced, so the corrected command runs in the same ``--out``."""
+    Answers bind a folder, and so does another process writing into it (a shard started beside this one,
+    before its first answer): settings that produced no record and that no other writer runs (a start that
+    failed before its first answer) are replaced, so the corrected command runs in the same ``--out``.
+    ``writing``: the records file this process holds the writer lock of (not another writer)."""
     out.mkdir(parents=True, exist_ok=True)
     with _locked(out / (RUN_FILE + ".lock"), blocking=True):  # shards of one run update it side by side
-        return _check_run(out, run, arms, decodings)
+        return _check_run(out, run, arms, decodings, writing)
 
 
-def _check_run(out: Path, run: dict, arms: Mapping[str, dict], decodings: Mapping[str, dict | None] | None) -> dict:
+def _other_writer(out: Path, writing: Path | None) -> bool:
+    """Whether another process holds the writer lock of one of ``out``'s records files."""
+    own = writing.with_name(writing.name + ".lock") if writing is not None else None
+    for lock in out.glob(RECORDS_GLOB + ".lock"):
+        if lock == own:
+            continue
+        with _locked(lock, blocking=False) as handle:
+            if handle is None:
+                return True
+    return False
+
+
+def _check_run(out: Path, run: dict, arms: Mapping[str, dict], decodings: Mapping[str, dict | None] | None,
+               writing: Path | None) -> dict:
     path = out / RUN_FILE
     recorded = {record.get("config_hash") for record in read_records(out)}
     original = path.read_text() if path.exists() else None
     stored = json.loads(original) if original is not None else None
-    if stored is None or not recorded:
+    active = stored is not None and _other_writer(out, writing)
+    if stored is None or not (recorded or active):
         stored = {"run": run, "arms": {}}
     hint = f"pass another --out, or delete the folder {out} to start over"
+    if active and not recorded:
+        hint = "another process is writing into it with those settings: wait for it, or pass another --out"
     for key in sorted(set(stored["run"]) | set(run)):
+        if key in LATE_RUN_KEYS and (key not in stored["run"] or key not in run):
+            continue
         if stored["run"].get(key) != run.get(key):
+            how = (f"pass --dtype {stored['run'][key]} to load the model as that run did, or "
+                   if key == "dtype" and stored["run"].get(key) in ("float32", "float16", "bfloat16") else "")
             raise ConfigMismatch(f"{out} holds a run with {key}={stored['run'].get(key)!r}, but this run has "
-                                 f"{key}={run.get(key)!r}; results would mix ({hint})")
+                                 f"{key}={run.get(key)!r}; results would mix ({how}{hint})")
     hashes = {}
     for name, config in arms.items():
         decoding = (decodings or {}).get(name)
@@ -123,7 +150,7 @@ def _check_run(out: Path, run: dict, arms: Mapping[str, dict], decodings: Mappin
             hashed["decoding"] = {k: v for k, v in decoding.items() if k != "runs"}
         hashes[name] = config_hash(hashed)
         old = stored["arms"].get(name)
-        if old is not None and old["config_hash"] != hashes[name] and old["config_hash"] in recorded:
+        if old is not None and old["config_hash"] != hashes[name] and (old["config_hash"] in recorded or active):
             before, after = old["config"] or {}, as_stored(config) or {}  # (66,) and [66] are equal
             changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
             detail = ", ".join(f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in changed)

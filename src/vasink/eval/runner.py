@@ -49,6 +49,7 @@ class EvalSettings:
     out: str | None = None  # default: vasink-eval/<bench>
     shard: tuple[int, int] | None = None  # (index, count); default: from accelerate's RANK / WORLD_SIZE
     device: str | None = None
+    dtype: str | None = None  # float32 | float16 | bfloat16; default: float16 on CUDA, float32 on CPU
     progress: bool = True
     extra_arms: dict = field(default_factory=dict)  # name -> a method's config (vasink sweep)
 
@@ -97,6 +98,34 @@ def arm_names(settings: EvalSettings) -> tuple[str, ...]:
     if settings.var not in VAR_MODES:
         raise ValueError(f"--var must be one of {VAR_MODES}, got {settings.var!r}")
     return {"off": ("base",), "on": ("var",), "both": ("base", "var")}[settings.var]
+
+
+def check_runs(settings: EvalSettings) -> None:
+    """``--runs N > 1`` asks for N sampled answers per sample: refused when no arm samples (greedy gives one)."""
+    if settings.runs <= 1:
+        return
+    methods = [*arm_names(settings), *(method_of(config) for config in settings.extra_arms.values())]
+    if not any(decoding_for(get_method(method), settings.decoding).sample for method in methods):
+        raise ValueError(f"--runs {settings.runs} asks for {settings.runs} sampled answers per sample, but every arm "
+                         f"decodes greedily under --decoding {settings.decoding} (one answer each); pass --decoding "
+                         f"sample (or official, where a method samples), or leave --runs out")
+
+
+def check_resume(out: Path, samples: list[Sample], done_records: list[dict]) -> None:
+    """Answers reused on resume must be for the questions the data holds now: the same prompt and target."""
+    current = {s.id: s for s in samples}
+    stale = [r for r in done_records if r["id"] in current
+             and (r.get("prompt_hash") != current[r["id"]].prompt_hash
+                  or recmod.as_stored(r.get("target")) != recmod.as_stored(current[r["id"]].target))]
+    if stale:
+        first = stale[0]
+        now = current[first["id"]]
+        what = "prompt" if first.get("prompt_hash") != now.prompt_hash else "target"
+        raise recmod.ConfigMismatch(
+            f"{out} holds {len(stale)} answers for questions that the data now asks differently (sample "
+            f"{first['id']!r}: its {what} changed, e.g. {first.get('question')!r} -> {now.question!r}); the data "
+            f"changed since they were written, so resuming would mix them in; pass another --out, or delete the "
+            f"folder {out} to start over")
 
 
 def var_arms(settings: EvalSettings, bench: Benchmark, loaded) -> dict[str, Arm]:
@@ -183,19 +212,24 @@ def run_eval(settings: EvalSettings, loaded=None, after_batch: Callable[[int], N
     bench, subset, samples, shard = prepared or prepare(settings)
     if settings.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {settings.batch_size}")
+    check_runs(settings)
     out = settings.output_dir()
     path = recmod.records_file(out, shard)
     with recmod.writer_lock(path):  # a second run into this --out (and shard) stops here, before loading a model
         run = run_description(settings, bench, subset, loaded.name if loaded else settings.model)
-        recmod.check_run(out, run, {})  # refuse another run's folder before spending minutes on loading a model
-        loaded = loaded or load_model(settings.model, settings.device)
+        # refuse another run's folder before spending minutes on loading a model
+        recmod.check_run(out, run, {}, writing=path)
+        loaded = loaded or load_model(settings.model, settings.device, settings.dtype)
+        run["dtype"] = loaded.dtype  # known once loaded: a resume in another precision would mix answers
         arms = var_arms(settings, bench, loaded)
         hashes = recmod.check_run(out, run, {name: arm.payload() for name, arm in arms.items()},
-                                  {name: arm.decoding.payload() for name, arm in arms.items()})
-        done = set()
+                                  {name: arm.decoding.payload() for name, arm in arms.items()}, writing=path)
+        done, done_records = set(), []
         for record in recmod.read_records(out):
             if record.get("arm") in hashes and record.get("config_hash") == hashes[record["arm"]]:
                 done.add((record["id"], record["arm"], record.get("run", 0)))
+                done_records.append(record)
+        check_resume(out, samples, done_records)
         answers_due = [(arm, run) for arm in arms.values() for run in range(arm.decoding.runs)]
         pending = [s for s in samples if any((s.id, arm.name, run) not in done for arm, run in answers_due)]
         todo_count = sum((s.id, arm.name, run) not in done for s in pending for arm, run in answers_due)

@@ -70,7 +70,7 @@ def run_sweep(settings: EvalSettings, rhos: Sequence[float | None] = (None,), ps
             prepared = (bench, subset, samples, shard)
     if loaded is None:  # and on another run's folder
         records.check_run(out, run_description(settings, bench, subset, settings.model), {})
-        loaded = load_model(settings.model, settings.device)
+        loaded = load_model(settings.model, settings.device, settings.dtype)
     grid = dict(grid or {})
     chosen = get_method(method)
     fixed = dict(settings.params.get(method, {}))

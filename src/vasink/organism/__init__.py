@@ -97,13 +97,15 @@ def sink_facts(path: str | Path | None = None) -> dict:
     return json.loads(file.read_text())
 
 
-def recommended_config(**overrides):
-    """A :class:`vasink.config.VARConfig` with the organism's sink dims and tau (other fields: defaults)."""
+def recommended_config(path: str | Path | None = None, **overrides):
+    """A :class:`vasink.config.VARConfig` with the organism's sink dims and tau (other fields: defaults): the
+    shipped one's, or those measured for the checkpoint folder ``path`` (its ``vasink.json``)."""
     from vasink.config import VARConfig
 
-    facts = sink_facts()
+    facts = sink_facts(path)
     if not facts.get("visual_sinks", False):
-        warnings.warn("the shipped organism has text sinks (BOS) but visual sinks in the paper's sense only in some "
+        which = "the shipped organism" if path is None else f"the organism in {path}"
+        warnings.warn(f"{which} has text sinks (BOS) but visual sinks in the paper's sense only in some "
                       "layers and images (docs/organism.md): with the default skip_layers_without_visual_sink=True, "
                       "VAR changes only the layers where an image has one", stacklevel=2)
     return VARConfig(**{"tau": float(facts["tau"]), "sink_dims": tuple(facts["sink_dims"]), **overrides})
