@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from conftest import BOS, IMAGE_TOKEN, SINK_DIMS, SinkPlanter, batch_inputs, num_patches, prompt_ids, tiny_llava
+from conftest import (BOS, IMAGE_TOKEN, SINK_DIMS, SinkPlanter, batch_inputs, num_patches, prompt_ids, tiny_llava,
+                      tiny_processor)
 from test_redistribute import loop_oracle
 from torch import nn
 
@@ -385,3 +386,114 @@ def test_decode_masks_are_views_of_one_growing_buffer(planted):
     far = mask.over(9)  # beyond the buffer: it grows, contents kept
     for padded in (step2, far):
         assert torch.equal(padded[:, :3], mask.prefill) and not padded[:, 3:].any()
+
+
+def test_handles_stay_the_users_through_nested_blocks_bad_layers_and_stale_reconfigures(planted):
+    """The handle a user holds keeps working: after a nested peer block it is the model's handle again (its
+    disable() switches VAR off); a config with layers out of range leaves VAR on as it was, in a block or not; a
+    stale handle reconfigured while a peer is on replaces the peer (nothing of it stays installed); a peer's
+    handle is the same after a VAR block."""
+    from vasink.api import HANDLE_ATTR
+
+    inputs = batch_inputs([prompt_ids()])
+    base = logits(planted, inputs)
+    hooks = (len(planted._forward_hooks), len(planted._forward_pre_hooks))  # the planter's
+    handle = vasink.enable(planted, CONFIG)
+    with_var = logits(planted, inputs)
+    with vasink.var(planted, vasink.VAFConfig()):
+        pass
+    assert handle.active and getattr(planted, HANDLE_ATTR) is handle and torch.equal(logits(planted, inputs), with_var)
+    with pytest.raises(ValueError, match=r"layers \[7\] out of range"):
+        vasink.enable(planted, CONFIG.replace(layers=(7,)))
+    with vasink.var(planted, CONFIG.replace(p=0.9)), pytest.raises(ValueError, match=r"layers \[5\] out of range"):
+        vasink.enable(planted, CONFIG.replace(layers=(5,)))
+    assert handle.active and handle.config == CONFIG and torch.equal(logits(planted, inputs), with_var)
+    handle.disable()
+    assert torch.equal(logits(planted, inputs), base)
+
+    stale = vasink.enable(planted, CONFIG)
+    vasink.enable(planted, vasink.PAIConfig(gamma=2.0))
+    stale.reconfigure(CONFIG)
+    assert torch.equal(logits(planted, inputs), with_var)
+    vasink.disable(planted)
+    assert torch.equal(logits(planted, inputs), base) and "generate" not in planted.__dict__
+    assert (len(planted._forward_hooks), len(planted._forward_pre_hooks)) == hooks
+
+    peer = vasink.enable(planted, vasink.VAFConfig(image_scale=3.0))
+    with_peer = logits(planted, inputs)
+    with vasink.var(planted, CONFIG):
+        pass
+    assert peer.active and getattr(planted, HANDLE_ATTR) is peer and torch.equal(logits(planted, inputs), with_peer)
+    peer.disable()
+    assert torch.equal(logits(planted, inputs), base)
+
+
+@pytest.mark.parametrize("method", [CONFIG, vasink.VAFConfig(image_scale=3.0)])
+def test_a_decoder_layer_run_outside_the_whole_models_call_is_refused(planted, method):
+    """model.model(...) (or the language model alone) while a method is on would read the last call's token
+    layout: refused, also after a forward that failed; the whole model still runs."""
+    inputs = batch_inputs([prompt_ids()])
+    with vasink.var(planted, method):
+        planted(**inputs)
+        with pytest.raises(RuntimeError, match="a decoder layer ran outside a call of the whole model"):
+            planted.model(**inputs)
+        with pytest.raises(RuntimeError, match="outside a call of the whole model"):
+            planted.model.language_model(input_ids=inputs["input_ids"])
+        with pytest.raises(RuntimeError):  # a forward that fails inside (one colour channel instead of three)
+            planted(**{**inputs, "pixel_values": inputs["pixel_values"][:, :1]})
+        with pytest.raises(RuntimeError, match="outside a call of the whole model"):
+            planted.model(**inputs)
+        planted(**inputs)
+    planted.model(**inputs)  # off: any call
+
+
+def test_an_eager_model_returns_every_layers_weights_the_redistributed_ones():
+    """An eager model returns weights from every layer: with VAR on (fast path) outputs.attentions still has
+    one entry per layer, the VAR layers' being the reference path's redistributed weights."""
+    model = tiny_llava(attn_implementation="eager")
+    planter = SinkPlanter(model)
+    inputs = batch_inputs([prompt_ids()])
+    stock = model(**inputs, output_attentions=True).attentions
+    with torch.no_grad(), vasink.var(model, CONFIG):
+        fast = model(**inputs, output_attentions=True)
+    with torch.no_grad(), vasink.var(model, CONFIG.replace(implementation="reference")):
+        reference = model(**inputs, output_attentions=True)
+    planter.remove()
+    assert len(fast.attentions) == len(stock) == len(reference.attentions) == 5
+    assert any((a - b).abs().max() > 1e-3 for a, b in zip(fast.attentions, stock))
+    for mine, theirs in zip(fast.attentions, reference.attentions):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast.logits, reference.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_a_cache_free_step_over_other_images_is_a_new_prompt(planted):
+    """A use_cache=False forward one token longer than the last prompt continues it only over the same images:
+    other pixels are a new prompt (their own sinks), not the old prompt's sinks reused."""
+    inputs = batch_inputs([prompt_ids()])
+    longer = {**inputs, "input_ids": torch.cat([inputs["input_ids"], torch.tensor([[7]])], dim=1),
+              "attention_mask": torch.ones(1, inputs["input_ids"].shape[1] + 1, dtype=torch.long)}
+    with torch.no_grad(), vasink.var(planted, CONFIG) as handle:
+        planted(**inputs, use_cache=False)
+        planted(**longer, use_cache=False)
+        assert handle.state.phase == "cache-free"
+        planted(**inputs, use_cache=False)
+        planted(**{**longer, "pixel_values": longer["pixel_values"].clone()}, use_cache=False)  # equal pixels
+        assert handle.state.phase == "cache-free"
+        planted(**inputs, use_cache=False)
+        planted(**{**longer, "pixel_values": -longer["pixel_values"]}, use_cache=False)
+        assert handle.state.phase == "prefill"
+
+
+def test_sinks_are_measured_on_the_model_as_loaded_whatever_method_is_on(planted):
+    inputs = batch_inputs([prompt_ids()])
+    off = vasink.detect_sinks(planted, inputs, CONFIG)
+    found_off = vasink.find_sink_dims(planted, tiny_processor())
+    handle = vasink.enable(planted, CONFIG.replace(p=0.9))
+    with_var = logits(planted, inputs)
+    on = vasink.detect_sinks(planted, inputs, CONFIG)
+    found_on = vasink.find_sink_dims(planted, tiny_processor())
+    for layer in off.layers:
+        assert torch.equal(on[layer].phi, off[layer].phi), layer
+    assert (found_on.dims, found_on.suggested_tau) == (found_off.dims, found_off.suggested_tau)
+    assert handle.active and handle.config.p == 0.9 and torch.equal(logits(planted, inputs), with_var)
+    handle.disable()

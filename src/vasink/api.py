@@ -68,10 +68,14 @@ class VARHandle:
             raise ValueError(f"VARConfig.{unreachable}")
         return sink_dims
 
-    def _attach(self, config: VARConfig, sink_dims: tuple[int, ...] | None = None) -> None:
-        sink_dims = sink_dims if sink_dims is not None else self._sink_dims(config)
-        state = VARState(self.model, self.adapter, config, sink_dims,
-                         original_implementation=self.original_implementation, intervention=self.intervention)
+    def _new_state(self, config: VARConfig, intervention) -> VARState:
+        """The state of ``config`` on this model: every check of the config (sink dims, tau, layers) before anything
+        changes."""
+        return VARState(self.model, self.adapter, config, self._sink_dims(config),
+                        original_implementation=self.original_implementation, intervention=intervention)
+
+    def _attach(self, config: VARConfig, state: VARState | None = None) -> None:
+        state = state if state is not None else self._new_state(config, self.intervention)
         self.state = state
         self._hooks = install_hooks(self.model, self.adapter, state)
         for module in self.adapter.attention_modules(self.model):
@@ -94,11 +98,16 @@ class VARHandle:
             delattr(self.model, HANDLE_ATTR)
 
     def reconfigure(self, config: VARConfig, intervention=None) -> "VARHandle":
-        sink_dims = self._sink_dims(config)  # a bad config raises here, with VAR still as it was
+        """VAR with ``config`` through this handle (switched on again if it was off); whatever else is on the model
+        (a peer method, another handle) is switched off first. A bad config raises with the model as it was."""
+        state = self._new_state(config, intervention)
+        current = getattr(self.model, HANDLE_ATTR, None)
+        if current is not None and current is not self and current.active:
+            current.disable()
         if self.active:
             self._detach()
         self.intervention = intervention
-        self._attach(config, sink_dims)
+        self._attach(config, state)
         return self
 
     def disable(self) -> None:
@@ -152,7 +161,7 @@ def enable(model: nn.Module, config: VARConfig | None = None, *, intervention=No
         try:
             return VARHandle(model, config, intervention)
         except Exception:
-            enable(model, existing.config)
+            existing.attach()  # the same handle, on again
             raise
     return VARHandle(model, config, intervention)
 
@@ -169,7 +178,8 @@ def var(model: nn.Module, config: VARConfig | None = None, *, intervention=None)
     """``with vasink.var(model, config): ...`` runs the block with VAR (or the peer method ``config`` names) on
     and restores the model after."""
     previous = getattr(unwrap_compiled(model), HANDLE_ATTR, None)
-    restore = (previous.config, previous.intervention) if previous is not None and previous.active else None
+    previous = previous if previous is not None and previous.active else None
+    restore = (previous.config, previous.intervention) if isinstance(previous, VARHandle) else None
     handle = enable(model, config, intervention=intervention)
     try:
         yield handle
@@ -179,10 +189,35 @@ def var(model: nn.Module, config: VARConfig | None = None, *, intervention=None)
         current = getattr(unwrap_compiled(model), HANDLE_ATTR, None)
         if current is None or not current.active:
             pass  # the block switched VAR off itself: leave it off
-        elif restore is not None:
-            enable(model, restore[0], intervention=restore[1])
-        else:
+        elif previous is None:
             current.disable()
+        else:  # the handle that was on before, itself again (its owner's handle.disable() still works)
+            _switch_back(previous, restore, current)
+
+
+def _switch_back(previous, restore, current) -> None:
+    if isinstance(previous, VARHandle):
+        previous.reconfigure(*restore)  # switches ``current`` off when it is another handle
+    elif current is not previous:
+        current.disable()
+        previous.attach()
+
+
+@contextmanager
+def model_as_loaded(model: nn.Module) -> Iterator[None]:
+    """The block runs the model as loaded: whatever method is on (VAR, a peer) is switched off, and on again after
+    (the same handle, the same config)."""
+    model = unwrap_compiled(model)
+    handle = getattr(model, HANDLE_ATTR, None)
+    if handle is None or not handle.active:
+        yield
+        return
+    restore = (handle.config, handle.intervention) if isinstance(handle, VARHandle) else None
+    handle.disable()
+    try:
+        yield
+    finally:
+        _switch_back(handle, restore, handle)
 
 
 @torch.no_grad()
@@ -200,12 +235,13 @@ def detect_sinks(model: nn.Module, inputs, config: VARConfig | None = None) -> S
     if unreachable:  # phi is still reported; the sink masks will be empty
         warnings.warn(f"VARConfig.{unreachable}", stacklevel=2)
     state = VARState(model, adapter, config, sink_dims, record_phi=True)
-    hooks = install_hooks(model, adapter, state)
-    try:
-        model(**inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with model_as_loaded(model):  # phi of the model as loaded, whatever method is on
+        hooks = install_hooks(model, adapter, state)
+        try:
+            model(**inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
     report = SinkReport(sink_dims=sink_dims, tau=config.tau)
     for layer, phi in sorted(state.phi.items()):
         report.layers[layer] = LayerSinks(layer, phi, state.sinks[layer], state.visual_keys)

@@ -57,7 +57,9 @@ def var_attention_forward(module: nn.Module, query, key, value, attention_mask, 
     if state.intervention is not None:  # analysis: any change of the weights, on the reference path
         return reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config,
                                    rule=state.intervention)
-    if state.config.implementation == "reference":
+    if state.config.implementation == "reference" or (plan is not None and state.original_implementation == "eager"):
+        # an eager model returns every layer's weights (a None in their place would shift outputs.attentions):
+        # the redistributed ones; SDPA returns none, as the stock SDPA model does
         return reference_attention(module, query, key, value, attention_mask, scaling, plan, state.config)
     if plan is None:
         return stock_attention(module, query, key, value, stock_mask, scaling, dropout, state, **kwargs)

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
+from .api import model_as_loaded
 from .config import FIRST_SEARCHED_LAYER
 from .models import adapter_for
 from .sinks import dimension_ratios, sink_dimension_value
@@ -114,23 +115,24 @@ def find_sink_dims(model: nn.Module, processor, prompts=None, images=None, *, mi
         with_kwargs=True) for i, layer in enumerate(layers)]
     first, median, hidden_by_prompt, text_by_prompt = [], [], [], []
     device = next(model.parameters()).device
-    try:
-        for index, prompt in enumerate(prompts):
-            inputs = build_prompt_inputs(processor, images[index % len(images)], prompt).to(device)
-            captured.clear()
-            model(**inputs)
-            hidden = torch.stack([captured[i].float() for i in range(num_layers)])  # (L, T, D)
-            ratios = dimension_ratios(hidden)  # (L, T, D)
-            text = text_token_mask(model, adapter, inputs).to(ratios.device)  # (T,)
-            bos = int(text.nonzero()[0])
-            others = torch.arange(ratios.shape[1], device=ratios.device) != bos  # (T,)
-            text_by_prompt.append(hidden[:, others & text].to("cpu", torch.bfloat16))  # for the suggested tau
-            first.append(ratios[:, bos])
-            median.append(ratios[:, others].median(dim=1).values if others.any() else torch.zeros_like(ratios[:, 0]))
-            hidden_by_prompt.append(hidden[:, others].to("cpu", torch.bfloat16))  # for median_phi: off the GPU
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with model_as_loaded(model):  # the model's own activations, whatever method is on
+        try:
+            for index, prompt in enumerate(prompts):
+                inputs = build_prompt_inputs(processor, images[index % len(images)], prompt).to(device)
+                captured.clear()
+                model(**inputs)
+                hidden = torch.stack([captured[i].float() for i in range(num_layers)])  # (L, T, D)
+                ratios = dimension_ratios(hidden)  # (L, T, D)
+                text = text_token_mask(model, adapter, inputs).to(ratios.device)  # (T,)
+                bos = int(text.nonzero()[0])
+                others = torch.arange(ratios.shape[1], device=ratios.device) != bos  # (T,)
+                text_by_prompt.append(hidden[:, others & text].to("cpu", torch.bfloat16))  # for the suggested tau
+                first.append(ratios[:, bos])
+                median.append(ratios[:, others].median(dim=1).values if others.any() else torch.zeros_like(ratios[:, 0]))
+                hidden_by_prompt.append(hidden[:, others].to("cpu", torch.bfloat16))  # for median_phi: off the GPU
+        finally:
+            for hook in hooks:
+                hook.remove()
 
     first_ratio, median_ratio = torch.stack(first).cpu(), torch.stack(median).cpu()  # (P, L, D)
     massive = first_ratio[:, list(searched)] >= min_ratio  # (P, Ls, D)

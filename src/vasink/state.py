@@ -82,6 +82,12 @@ def refuse_image_after_prefill(adapter: ModelAdapter, model: nn.Module, input_id
         )
 
 
+def pixel_inputs(kwargs: dict) -> dict:
+    """The floating pixel tensors among a model call's keyword inputs (images, videos)."""
+    return {key: value for key, value in kwargs.items() if key.startswith("pixel_values")
+            and isinstance(value, torch.Tensor) and value.is_floating_point()}
+
+
 def real_keys(attention_mask, length: int) -> torch.Tensor | None:
     """(B, length) bool: which of the first ``length`` positions are real tokens (not padding), from whatever mask
     the model is called with: a 2D padding mask, a 4D mask (B, 1, Q, K) (bool or additive), or a dict of 4D masks
@@ -115,6 +121,34 @@ class PrefillMask:
         return self._buffer[:, :length]
 
 
+class CallGuard:
+    """Whether the hooked model's own forward is running. The token layout is read by a pre-hook on the whole
+    model, so a decoder layer run from a direct call of a submodule (``model.model(...)``, the language model
+    alone) would apply the previous call's layout to other tokens, or none: such calls are refused."""
+
+    def __init__(self, method: str):
+        self.method = method
+        self.running = False
+
+    def install(self, model: nn.Module) -> list:
+        return [model.register_forward_pre_hook(self._enter),
+                model.register_forward_hook(self._leave, always_call=True)]  # after an exception too
+
+    def _enter(self, module, args) -> None:
+        self.running = True
+
+    def _leave(self, module, args, output) -> None:
+        self.running = False
+
+    def check(self) -> None:
+        if not self.running:
+            raise RuntimeError(
+                f"vasink's {self.method} is on, but a decoder layer ran outside a call of the whole model (a direct "
+                f"call of model.model or of the language model?); call the model itself (model(...), "
+                f"model.generate) with input_ids, or switch {self.method} off first"
+            )
+
+
 class VARState:
     def __init__(self, model: nn.Module, adapter: ModelAdapter, config: VARConfig, sink_dims: tuple[int, ...],
                  record_phi: bool = False, original_implementation: str = "sdpa", intervention=None):
@@ -129,6 +163,7 @@ class VARState:
         self.modified_layers = frozenset(config.modified_layers(self.num_layers))
         self.record_phi = record_phi
         self.sink_index: torch.Tensor | None = None  # sink_dims as an index tensor on the layers' device
+        self.guard = CallGuard("VAR")
         self.reset()
 
     def reset(self) -> None:
@@ -137,6 +172,7 @@ class VARState:
         # A preallocated (static) cache hands every layer all its slots: keys past num_keys are empty slots.
         self.preallocated_cache = False
         self.prompt_ids: torch.Tensor | None = None  # (B, T) the prompt's input_ids: recognizes a cache-free step
+        self.prompt_pixels: dict = {}  # the prompt's pixel tensors (same check: the same images)
         self.prompt_eligible: torch.Tensor | None = None  # (B, T) eligible prompt rows
         self.visual: PrefillMask | None = None  # visual keys; decoded tokens are never visual
         self.valid_keys: torch.Tensor | None = None  # (B, T_prefill) False on padding
@@ -167,7 +203,7 @@ class VARState:
         attention_mask = kwargs.get("attention_mask")
         batch, new = input_ids.shape
         if past == 0 and cache is None and kwargs.get("use_cache") is False \
-                and self._continues_prompt(input_ids, attention_mask):
+                and self._continues_prompt(input_ids, attention_mask, kwargs):
             self._begin_cache_free_step(input_ids, attention_mask)
         elif past == 0:
             inputs = {k: v for k, v in kwargs.items() if k != "input_ids"}  # image sizes, grids: the adapter's
@@ -188,11 +224,19 @@ class VARState:
         self.any_eligible = bool(self.eligible_queries.any())
         self.any_visual = bool(self.visual.prefill.any())
         self.prompt_ids = input_ids.clone()
+        self.prompt_pixels = pixel_inputs(inputs)
         self.prompt_eligible = self.eligible_queries
 
-    def _continues_prompt(self, input_ids: torch.Tensor, attention_mask) -> bool:
-        """Whether a cache-free forward is the next step of the last prompt's generation (module docstring)."""
+    def _continues_prompt(self, input_ids: torch.Tensor, attention_mask, kwargs: dict) -> bool:
+        """Whether a cache-free forward is the next step of the last prompt's generation (module docstring): the
+        prompt's ids and padding followed by one token, over the same images (or none given)."""
         if self.phase not in ("prefill", "cache-free") or self.prompt_ids is None:
+            return False
+        pixels = pixel_inputs(kwargs)
+        if pixels and (pixels.keys() != self.prompt_pixels.keys() or not all(
+                value is self.prompt_pixels[key] or (value.shape == self.prompt_pixels[key].shape
+                                                     and torch.equal(value, self.prompt_pixels[key]))
+                for key, value in pixels.items())):
             return False
         prompt = self.prompt_ids
         batch, length = input_ids.shape
@@ -291,9 +335,10 @@ class VARState:
 
 def install_hooks(model: nn.Module, adapter: ModelAdapter, state: VARState) -> list:
     """Register the state's pre-hooks; returns the hook handles (call ``.remove()`` on each)."""
-    handles = [model.register_forward_pre_hook(state.on_model_call, with_kwargs=True)]
+    handles = [*state.guard.install(model), model.register_forward_pre_hook(state.on_model_call, with_kwargs=True)]
     for layer_idx, layer in enumerate(adapter.decoder_layers(model)):
         def on_layer(module, args, kwargs, layer_idx=layer_idx):
+            state.guard.check()
             hidden_states = args[0] if args else kwargs["hidden_states"]
             state.on_layer_input(layer_idx, hidden_states)
         handles.append(layer.register_forward_pre_hook(on_layer, with_kwargs=True))

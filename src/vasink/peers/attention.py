@@ -30,7 +30,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ..attention import allowed_keys, causal_keys, stock_attention
 from ..models import ModelAdapter
-from ..state import PrefillMask, refuse_image_after_prefill, token_layout
+from ..state import CallGuard, PrefillMask, refuse_image_after_prefill, token_layout
 from .config import PAIConfig, VAFConfig
 
 ATTENTION_NAME = "vasink-peers"
@@ -56,6 +56,7 @@ class PeerState:
         self.system: PrefillMask | None = None  # (B, T) real keys before the first image key (rows with an image)
         self.rows: torch.Tensor | None = None  # (B, Q) VAF's rows of the current call
         self.any_image = False
+        self.guard = CallGuard(config.method.upper())
 
     def on_model_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self.bypass:
@@ -103,6 +104,7 @@ def peer_attention_forward(module: nn.Module, query, key, value, attention_mask,
     if state is None:
         raise RuntimeError(f"attention implementation {ATTENTION_NAME!r} reached a module vasink.enable did not "
                            "prepare; switch methods with vasink.enable / vasink.disable")
+    state.guard.check()
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
     stock = _Stock(state, key, weights_wanted(state, kwargs))
     if state.bypass or not state.any_image or module.layer_idx not in state.modified_layers:

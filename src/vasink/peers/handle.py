@@ -55,6 +55,7 @@ class PeerHandle:
         model, config = self.model, self.config
         if config.edits_attention:
             self.state = attention.PeerState(model, self.adapter, config, self.original_implementation)
+            self._hooks += self.state.guard.install(model)
             self._hooks.append(model.register_forward_pre_hook(self.state.on_model_call, with_kwargs=True))
             for module in self.adapter.attention_modules(model):
                 setattr(module, attention.STATE_ATTR, self.state)
