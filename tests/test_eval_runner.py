@@ -44,6 +44,23 @@ def use_tiny(monkeypatch, loaded):
     return calls
 
 
+def lock_holder(records: Path):
+    """Another process that holds the writer lock of ``records`` (as a running ``vasink eval`` does) until killed."""
+    import subprocess
+    import textwrap
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from vasink.eval.records import writer_lock
+        with writer_lock(Path({str(records)!r})):
+            print("locked", flush=True)
+            time.sleep(120)
+        """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
 def settings(out, **kw):
     return EvalSettings(**{"bench": "organism-pope", "limit": 4, "batch_size": 4, "out": str(out),
                            "progress": False, **kw})
@@ -392,24 +409,14 @@ def test_a_second_writer_into_the_same_out_is_refused_and_a_killed_holder_does_n
                                                                                            monkeypatch):
     import os
     import signal
-    import subprocess
-    import textwrap
 
     from vasink.eval.records import RunInProgress, writer_lock
 
     out = tmp_path / "run"
     run_eval(settings(out, limit=1), loaded=loaded)
     kept = (out / "records.jsonl").read_text()
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
-        from pathlib import Path
-        from vasink.eval.records import writer_lock
-        with writer_lock(Path({str(out / "records.jsonl")!r})):
-            print("locked", flush=True)
-            time.sleep(120)
-        """)], stdout=subprocess.PIPE, text=True)
+    holder = lock_holder(out / "records.jsonl")
     try:
-        assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunInProgress, match=f"process {holder.pid} on .*pass another --out"):
             run_eval(settings(out, limit=2), loaded=loaded)
         monkeypatch.setattr(loading, "load_model", lambda *a, **k: loaded)
@@ -472,8 +479,6 @@ def test_a_shard_started_beside_another_with_other_settings_is_refused(tmp_path,
     runs; once shard 0 has stopped without answering, a corrected start may replace them."""
     import os
     import signal
-    import subprocess
-    import textwrap
 
     from vasink.eval import records
 
@@ -484,16 +489,8 @@ def test_a_shard_started_beside_another_with_other_settings_is_refused(tmp_path,
     arms = runner.var_arms(shard0, bench, loaded)
     records.check_run(out, run, {n: a.payload() for n, a in arms.items()},
                       {n: a.decoding.payload() for n, a in arms.items()})  # what shard 0 wrote at its start
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time
-        from pathlib import Path
-        from vasink.eval.records import writer_lock
-        with writer_lock(Path({str(out / "records.shard-0-of-2.jsonl")!r})):
-            print("locked", flush=True)
-            time.sleep(120)
-        """)], stdout=subprocess.PIPE, text=True)
+    holder = lock_holder(out / "records.shard-0-of-2.jsonl")
     try:
-        assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(ConfigMismatch, match=r"differs in rho 0.5 -> 0.9.*another process is writing into it"):
             run_eval(settings(out, limit=2, rho=0.9, shard=(1, 2)), loaded=loaded)
         assert not (out / "records.shard-1-of-2.jsonl").exists()
