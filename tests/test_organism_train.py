@@ -293,6 +293,15 @@ def test_a_stage_2_variant_branches_from_another_runs_stage_1(tmp_path, tiny_lm)
                                                                stage2_families=("caption",)),
                     log=messages.append, load_language_model=tiny_lm)
     assert any("resumed at step 2" in m for m in messages)  # stages 0-1 were not repeated
+    # its log: the base's stages 0-1 (up to its first stage-2 row), then the variant's stage 2
+    base_rows = [json.loads(line) for line in (tmp_path / "base" / "log.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "variant" / "log.jsonl").read_text().splitlines()]
+    shared = next(k for k, row in enumerate(base_rows) if row.get("monitor", row).get("stage") == 2
+                  or ("stage" not in row and "loss" in row and row["step"] > 2))
+    assert shared > 0 and rows[:shared] == base_rows[:shared]
+    assert {row.get("stage") for row in rows[:shared]} >= {0, "fit"}
+    assert all(row.get("monitor", row).get("stage", 2) == 2 and row.get("step", row.get("monitor", {}).get("step")) > 2
+               for row in rows[shared:]) and len(rows) > shared
     assert not list((tmp_path / "variant").glob(pretrain.STATE_FILE))
     lora = load_file(variant / "lora.safetensors")
     assert all(v.shape[0] == 4 for k, v in lora.items() if "lora_A" in k)

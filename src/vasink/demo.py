@@ -43,9 +43,9 @@ def run_demo(out_dir: str | Path = "vasink-demo", num_scenes: int = 4, seed: int
     if not facts.get("visual_sinks", False):
         variant = config.replace(skip_layers_without_visual_sink=False)
         echo("note: this model has real text sinks (BOS: phi above tau on dim 507 from layer 2 on, but for layers 10-11) "
-             "and visual sinks in its early layers, not in most layers as in the paper (docs/organism.md: layer 2 "
-             "in two thirds of the test images, layers 3-10 in about a fifth), so VAR as the paper defines it acts "
-             "only in those layers of those images. Shown beside it: 'VAR, all layers' "
+             "and few visual sinks, not in most layers as in the paper (docs/organism.md: layer 2 in a third of "
+             "the test images, the other layers in at most 6 %), so VAR as the paper defines it acts only in those "
+             "layers of those images. Shown beside it: 'VAR, all layers' "
              "(skip_layers_without_visual_sink=False), which moves part of BOS's attention to the image in every "
              "layer, in the heads that look at it.")
     scenes = organism.scenes.sample("test", num_scenes, seed=seed)

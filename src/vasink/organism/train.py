@@ -43,7 +43,7 @@ class Recipe:
     pretrain_batch: int = 64
     pretrain_lr: float = 1e-3
     stage1_steps: int = 100        # frozen LM: the projector (and the tower unless freeze_tower)
-    stage2_steps: int = 1000       # + LoRA on the LM
+    stage2_steps: int = 1600       # + LoRA on the LM
     freeze_tower: bool = True      # after stage 0 the tower stays as pretrained (LLaVA keeps CLIP frozen)
     batch_size: int = 8
     max_turns: int = 3             # questions of one scene per training sequence
@@ -206,7 +206,23 @@ def branch(from_run, out_dir, log=print) -> None:
     shutil.copyfile(needed[0], out / pretrain.TOWER_FILE)
     shutil.copyfile(needed[1], out / "state.safetensors")
     shutil.copyfile(needed[1], out / "state_stage1.safetensors")
+    if (source / "log.jsonl").exists():  # the branch's log starts with the stages it shares
+        (out / "log.jsonl").write_text("".join(log_before_stage2(source)))
     log(f"branched from {source} at the end of stage 1")
+
+
+def log_before_stage2(run) -> list[str]:
+    """The lines of ``run``'s log.jsonl up to its first stage-2 row (stage 0, the warm start, stage 1)."""
+    run = Path(run)
+    stage1_steps = recipe_file(run / "recipe.json").stage1_steps
+    kept = []
+    for line in (run / "log.jsonl").read_text().splitlines(keepends=True):
+        row = json.loads(line)
+        stage = row.get("monitor", row).get("stage")
+        if stage == 2 or (stage is None and "loss" in row and row["step"] > stage1_steps):
+            break
+        kept.append(line)
+    return kept
 
 
 def train(out_dir, seed: int = 0, minutes: float | None = None, recipe: Recipe | None = None,
