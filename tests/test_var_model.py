@@ -497,3 +497,8 @@ def test_sinks_are_measured_on_the_model_as_loaded_whatever_method_is_on(planted
     assert (found_on.dims, found_on.suggested_tau) == (found_off.dims, found_off.suggested_tau)
     assert handle.active and handle.config.p == 0.9 and torch.equal(logits(planted, inputs), with_var)
     handle.disable()
+    peer = vasink.enable(planted, vasink.VAFConfig(image_scale=3.0))  # a peer is switched back on too
+    with_peer = logits(planted, inputs)
+    assert torch.equal(vasink.detect_sinks(planted, inputs, CONFIG)[2].phi, off[2].phi)
+    assert peer.active and torch.equal(logits(planted, inputs), with_peer)
+    peer.disable()

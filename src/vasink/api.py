@@ -196,10 +196,13 @@ def var(model: nn.Module, config: VARConfig | None = None, *, intervention=None)
 
 
 def _switch_back(previous, restore, current) -> None:
+    """``previous`` on again, as it was (VAR: ``restore`` = its config and intervention), ``current`` off."""
     if isinstance(previous, VARHandle):
         previous.reconfigure(*restore)  # switches ``current`` off when it is another handle
-    elif current is not previous:
+        return
+    if current is not previous and current.active:
         current.disable()
+    if not previous.active:
         previous.attach()
 
 
