@@ -466,7 +466,10 @@ def test_a_resume_in_another_precision_is_refused(tmp_path, loaded):
     with pytest.raises(ConfigMismatch, match="dtype='float32', but this run has dtype='bfloat16'.*pass --dtype float32"):
         run_eval(settings(out, limit=1, var="off"), loaded=half)
     stored = json.loads(run_file.read_text())
-    del stored["run"]["dtype"]
+    del stored["run"]["dtype"]  # as a folder written before dtype was recorded: its answers' hashes had no dtype
+    from vasink.eval import records
+    assert records.check_run(tmp_path / "old", stored["run"], {"base": None})["base"] \
+        == stored["arms"]["base"]["config_hash"]
     run_file.write_text(json.dumps(stored))
     assert run_eval(settings(out, limit=1, var="off"), loaded=loaded)["skipped"] == 3  # one of each subset
     with pytest.raises(ValueError, match="dtype must be one of float32, float16, bfloat16, got 'half'"):

@@ -145,7 +145,7 @@ def _check_run(out: Path, run: dict, arms: Mapping[str, dict], decodings: Mappin
     hashes = {}
     for name, config in arms.items():
         decoding = (decodings or {}).get(name)
-        hashed = {"run": run, "arm": name, "config": config}
+        hashed = {"run": {k: v for k, v in run.items() if k not in LATE_RUN_KEYS}, "arm": name, "config": config}
         if decoding is not None:  # greedy arms hash as they did before arms had decodings
             hashed["decoding"] = {k: v for k, v in decoding.items() if k != "runs"}
         hashes[name] = config_hash(hashed)
