@@ -430,3 +430,41 @@ def test_the_projector_warm_start_fits_the_word_targets_before_stage_1(tmp_path,
     assert [r["step"] for r in fits] == [0, 50, 100]
     # a random one-layer tower sees little, so the fit only halves the fresh projector's error here
     assert fits[-1]["held_out_words"] < 0.5 * fits[0]["held_out_words"]
+
+
+def test_a_resumed_run_refuses_another_seed_or_recipe_and_a_corrupt_state(tmp_path, tiny_lm, capsys):
+    """A run continues what its state was trained with: another seed or recipe field is refused (it used to train
+    on and relabel the checkpoint), the run's own seed is the default, fields of how it runs may change; at the
+    end of stage 1 (a branch) the stage-2 fields may change and stage 1's may not; a truncated state is one clear
+    error that leaves recipe.json as it was; --branch-from with --fresh is refused."""
+    from vasink.cli import main
+    from vasink.organism.train import branch
+
+    base = tmp_path / "base"
+    train(base, seed=1, recipe=_tiny(stage2_steps=1), log=lambda _: None, load_language_model=tiny_lm)
+    labelled = (base / "checkpoint" / "organism.json").read_text()
+    with pytest.raises(ValueError, match=r"trained with --seed 1; resume it with that seed"):
+        train(base, seed=0, log=lambda _: None, load_language_model=tiny_lm)
+    with pytest.raises(ValueError, match=r"another recipe \(stage2_lr 0.0002 -> 0.05\) \(only threads"):
+        train(base, recipe=_tiny(stage2_steps=1, stage2_lr=0.05), log=lambda _: None, load_language_model=tiny_lm)
+    train(base, recipe=_tiny(stage2_steps=1, save_every_s=5.0), log=lambda _: None, load_language_model=tiny_lm)
+    assert json.loads((base / "checkpoint" / "organism.json").read_text())["seed"] == 1  # its own seed, kept
+    assert (base / "checkpoint" / "organism.json").read_text().replace('"save_every_s": 5.0', '"save_every_s": 240.0') \
+        == labelled
+
+    branch(base, tmp_path / "variant", log=lambda _: None)
+    with pytest.raises(ValueError, match=r"another recipe \(stage1_steps 2 -> 3\)"):
+        train(tmp_path / "variant", recipe=_tiny(stage2_steps=1, stage1_steps=3), log=lambda _: None,
+              load_language_model=tiny_lm)
+    variant = train(tmp_path / "variant", recipe=_tiny(stage2_steps=2, lora_rank=4), log=lambda _: None,
+                    load_language_model=tiny_lm)
+    assert all(v.shape[0] == 4 for k, v in load_file(variant / "lora.safetensors").items() if "lora_A" in k)
+
+    state = base / "state.safetensors"
+    state.write_bytes(state.read_bytes()[:len(state.read_bytes()) // 2])
+    recorded = (base / "recipe.json").read_text()
+    with pytest.raises(ValueError, match=r"state.safetensors: not a readable training state .*--fresh"):
+        train(base, log=lambda _: None, load_language_model=tiny_lm)
+    assert (base / "recipe.json").read_text() == recorded
+    assert main(["organism", "train", "--out", str(tmp_path / "x"), "--branch-from", str(base), "--fresh"]) == 2
+    assert "--branch-from starts --out from another run's stage 1 and --fresh would delete it" in capsys.readouterr().err

@@ -23,13 +23,15 @@ def add_commands(commands) -> None:
     organism_commands = organism.add_subparsers(dest="organism_command", required=True)
     train = organism_commands.add_parser("train", help="reproduce the shipped checkpoint from a seed")
     train.add_argument("--out", required=True, help="output folder for the checkpoint and training log")
-    train.add_argument("--seed", type=non_negative_int, default=0)
+    train.add_argument("--seed", type=non_negative_int, default=None,
+                       help="the data and initialisation seed (default: the resumed run's own, else 0)")
     train.add_argument("--minutes", type=positive_float, default=None, help="stop after this many minutes (run again to resume)")
     train.add_argument("--fresh", action="store_true", help="start over instead of resuming from --out's checkpoint")
     train.add_argument("--device", default="cpu", help="cpu (default, reproduces the shipped run) or cuda")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                       help="a recipe variant: change one field of the shipped recipe, e.g. --set lora_rank=64 "
-                            "--set stage2_families=caption (repeatable; docs/organism.md lists the fields)")
+                       help="a recipe variant: change one field of the recipe (the shipped one for a new --out; "
+                            "--recipe FILE's; the --branch-from run's), e.g. --set lora_rank=64 --set "
+                            "stage2_families=caption (repeatable; docs/organism.md lists the fields)")
     train.add_argument("--recipe", default=None, metavar="FILE",
                        help="start from the recipe a run recorded (its recipe.json, or a checkpoint's organism.json) "
                             "instead of the shipped one; --set changes fields of it")
@@ -55,7 +57,15 @@ def run_train_command(args) -> int:
         if not sep or not key.strip():
             raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
         settings[key.strip()] = value.strip()
-    base = recipe_file(args.recipe) if args.recipe else None
+    if args.branch_from and args.fresh:
+        raise ValueError("--branch-from starts --out from another run's stage 1 and --fresh would delete it again; "
+                         "pass one of the two")
+    from pathlib import Path
+
+    # --set changes the recipe the run continues: --recipe FILE, else the branched-from run's, else --out's own
+    own = Path(args.branch_from or args.out) / "recipe.json"
+    base = (recipe_file(args.recipe) if args.recipe else
+            recipe_file(own) if own.exists() and not args.fresh else None)
     recipe = recipe_with(base or Recipe(), settings) if settings else base
     if args.branch_from:
         branch(args.branch_from, args.out)

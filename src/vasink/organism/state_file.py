@@ -31,9 +31,14 @@ def save_state(path: Path, model, optimizer, step: int, elapsed: float) -> None:
 def read_state(path: Path) -> dict:
     from safetensors import safe_open
 
-    with safe_open(path, "pt") as f:
-        meta = f.metadata()
-    tensors = load_file(path)
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata()
+        tensors = load_file(path)
+    except Exception as error:  # safetensors' own error type for a truncated or foreign file
+        raise ValueError(f"{path}: not a readable training state ({type(error).__name__}: {error}); move it away "
+                         f"to resume from the last stage boundary kept beside it, or pass --fresh to start over") \
+            from None
     weights = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("weights/")}
     state: dict[int, dict] = {}
     for key, value in tensors.items():

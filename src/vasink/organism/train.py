@@ -206,6 +206,8 @@ def branch(from_run, out_dir, log=print) -> None:
     shutil.copyfile(needed[0], out / pretrain.TOWER_FILE)
     shutil.copyfile(needed[1], out / "state.safetensors")
     shutil.copyfile(needed[1], out / "state_stage1.safetensors")
+    if (source / "recipe.json").exists():  # what the branch continues: the stage-2 fields may change (check_resume)
+        shutil.copyfile(source / "recipe.json", out / "recipe.json")
     if (source / "log.jsonl").exists():  # the branch's log starts with the stages it shares
         (out / "log.jsonl").write_text("".join(log_before_stage2(source)))
     log(f"branched from {source} at the end of stage 1")
@@ -225,14 +227,46 @@ def log_before_stage2(run) -> list[str]:
     return kept
 
 
-def train(out_dir, seed: int = 0, minutes: float | None = None, recipe: Recipe | None = None,
+# fields a resumed run may change at any time (how it runs, not what it learns)
+RESUME_FREE = ("threads", "save_every_s", "monitor_every")
+# ... and those that only stage 2 reads: free while the run stands at the end of stage 1 (a branch)
+STAGE2_FIELDS = ("stage2_steps", "stage2_lr", "lora_rank", "lora_alpha", "stage2_families", "caption_context")
+
+
+def check_resume(out: Path, seed: int, recipe: Recipe) -> None:
+    """A run resumed (or branched) into ``out`` continues what its state was trained with: the same seed (the data
+    stream) and recipe, but for RESUME_FREE and, at the end of stage 1, STAGE2_FIELDS; anything else would mix two
+    recipes in one checkpoint and label it with the second."""
+    stored_file = out / "recipe.json"
+    if not stored_file.exists():
+        return
+    stored = json.loads(stored_file.read_text())
+    started = recipe_from_dict(stored["recipe"])
+    hint = "train into a new --out (or pass --fresh to start this one over)"
+    if stored.get("seed", 0) != seed:
+        raise ValueError(f"{out} was trained with --seed {stored.get('seed', 0)}; resume it with that seed, or {hint}")
+    state_file = out / "state.safetensors"
+    at_branch_point = state_file.exists() and _read_state(state_file)["step"] == started.stage1_steps
+    free = RESUME_FREE + (STAGE2_FIELDS if at_branch_point else ())
+    before, after = dataclasses.asdict(started), dataclasses.asdict(recipe)
+    changed = [k for k in before if before[k] != after[k] and k not in free]
+    if changed:
+        detail = ", ".join(f"{k} {before[k]!r} -> {after[k]!r}" for k in changed)
+        where = ("" if at_branch_point else
+                 f" (only {', '.join(RESUME_FREE)} may change mid-run; stage-2 fields at the end of stage 1, e.g. "
+                 f"in a --branch-from)")
+        raise ValueError(f"{out} was trained with another recipe ({detail}){where}; {hint}")
+
+
+def train(out_dir, seed: int | None = None, minutes: float | None = None, recipe: Recipe | None = None,
           resume: bool = True, log=print, load_language_model=None, device: str = "cpu") -> Path:
     """Train (or resume) into ``out_dir``; at the end write the shippable checkpoint to ``out_dir/checkpoint``.
 
     ``minutes`` stops early (state saved; the same call resumes). ``resume=False`` starts over. ``device``:
     where to train ("cuda" for many more steps per minute; the state file is the same either way).
     ``load_language_model`` (tests): a callable returning ``(LlamaForCausalLM, tokenizer)`` instead of
-    SmolLM2."""
+    SmolLM2. ``seed`` None: the run's own (resumed) or 0. A resumed run refuses another seed or recipe
+    (:func:`check_resume`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recipe_file = out / "recipe.json"
@@ -240,9 +274,12 @@ def train(out_dir, seed: int = 0, minutes: float | None = None, recipe: Recipe |
         for name in ("state.safetensors", "state_stage1.safetensors", "state_pretrain.safetensors",
                      pretrain.TOWER_FILE, "log.jsonl", "recipe.json"):
             (out / name).unlink(missing_ok=True)
-    elif recipe is None and recipe_file.exists():  # a resumed run keeps the recipe it started with
-        recipe = recipe_from_dict(json.loads(recipe_file.read_text())["recipe"])
-    recipe = recipe or Recipe()
+    stored = json.loads(recipe_file.read_text()) if recipe_file.exists() else None
+    if stored is not None:  # a resumed run keeps the recipe and seed it started with
+        recipe = recipe or recipe_from_dict(stored["recipe"])
+        seed = seed if seed is not None else stored.get("seed", 0)
+    recipe, seed = recipe or Recipe(), seed if seed is not None else 0
+    check_resume(out, seed, recipe)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
@@ -312,7 +349,7 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
             summary.update(step=0, stage=1, loss=None, min=0.0)
             log_file.write(json.dumps({"monitor": summary}) + "\n")
         while step < total:
-            if step == recipe.stage1_steps and not _has_lora(model):
+            if step >= recipe.stage1_steps and not _has_lora(model):
                 _save(state_file, model, optimizer, step, time.time() - start)  # stage 1's result, kept aside
                 shutil.copyfile(state_file, out / "state_stage1.safetensors")
                 model = add_lora(model, recipe, seed)
