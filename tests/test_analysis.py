@@ -355,9 +355,12 @@ def test_ablations_reuse_base_answers_from_eval_records(setup, tmp_path):
     samples = samples_for_ablation()
     records = tmp_path / "eval"
     records.mkdir()
-    (records / "run.json").write_text(json.dumps({"run": {"model": "organism"}, "arms": {}}))
-    lines = [json.dumps({"id": s.id, "arm": "base", "raw": "w30 reused", "prompt_hash": prompt_hash(s.prompt)})
-             for s in samples[:1]]
+    run = {"run": {"model": "organism", "max_new_tokens": samples[0].max_new_tokens},
+           "arms": {"base": {"config": None, "config_hash": "current"}}}
+    (records / "run.json").write_text(json.dumps(run))
+    lines = [json.dumps({"id": s.id, "arm": "base", "raw": raw, "prompt_hash": prompt_hash(s.prompt),
+                         "config_hash": config_hash}) for s in samples[:2]
+             for raw, config_hash in (("w30 stale", "old"), ("w30 reused", "current"))][:3]  # sample 1: stale only
     (records / "records.jsonl").write_text("\n".join(lines) + '\n{"id": "cut off by a kill')
     with pytest.raises(ValueError, match="answers of model 'organism', not 'another'"):
         analyze_ablations(model, processor, samples, CONFIG, tmp_path / "x", names=("mask-visual-sinks",),
@@ -365,7 +368,15 @@ def test_ablations_reuse_base_answers_from_eval_records(setup, tmp_path):
     analyze_ablations(model, processor, samples, CONFIG, tmp_path / "out", names=("mask-visual-sinks",), seeds=(0,),
                       base_records=records, model_name="organism", echo=lambda s: None)
     answers = [r["answers"]["base"] for r in json.loads((tmp_path / "out" / "numbers.json").read_text())["records"]]
-    assert answers[0] == "w30 reused" and answers[1] != "w30 reused"
+    assert answers[0] == "w30 reused" and not answers[1].startswith("w30")  # a stale config's answer is not reused
+    for change, message in (({"decoding": {"sample": True}}, "its base arm sampled its answers"),
+                            ({"max_new_tokens": 99}, "cut its answers at 99 new tokens")):
+        other = json.loads(json.dumps(run))
+        (other["arms"]["base"] if "decoding" in change else other["run"]).update(change)
+        (records / "run.json").write_text(json.dumps(other))
+        with pytest.raises(ValueError, match=message):
+            analyze_ablations(model, processor, samples, CONFIG, tmp_path / "y", names=("mask-visual-sinks",),
+                              seeds=(0,), base_records=records, model_name="organism", echo=lambda s: None)
 
 
 def test_ablation_findings_cover_only_the_conditions_that_ran():

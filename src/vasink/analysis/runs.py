@@ -257,15 +257,29 @@ def analyze_heads(model, processor, samples, config: VARConfig, out_dir, *, meth
 # -- 4. ablations ------------------------------------------------------------------------------------------
 
 
-def read_base_answers(folder, model_name: str | None = None) -> dict[str, tuple[str, str]]:
+def read_base_answers(folder, model_name: str | None = None,
+                      max_new_tokens: int | None = None) -> dict[str, tuple[str, str]]:
     """``id -> (prompt_hash, answer)`` of the base arm in a ``vasink eval`` output folder (all shards; a
-    cut-off last line is skipped). ``model_name``: refuse a folder that evaluated another model."""
+    cut-off last line is skipped): its greedy answers under the folder's current base config only. Refused: a
+    folder that evaluated another model (``model_name``), a base arm that sampled (not the greedy answers the
+    ablations generate), answers cut at another length (``max_new_tokens``)."""
     from ..eval.records import read_records, read_run
 
-    run = read_run(folder)["run"]
+    stored = read_run(folder)
+    run, base = stored["run"], stored["arms"].get("base")
     if model_name is not None and run.get("model") != model_name:
         raise ValueError(f"--base-records {folder} holds answers of model {run.get('model')!r}, not {model_name!r}")
-    return {r["id"]: (r.get("prompt_hash"), r["raw"]) for r in read_records(folder) if r.get("arm") == "base"}
+    if base is None:
+        raise ValueError(f"--base-records {folder} has no base arm (run vasink eval with --var off or both)")
+    if base.get("decoding") is not None:
+        raise ValueError(f"--base-records {folder}: its base arm sampled its answers ({base['decoding']}); the "
+                         f"ablations compare greedy answers, so pass a greedy run (--decoding greedy) or leave "
+                         f"--base-records out")
+    if max_new_tokens is not None and run.get("max_new_tokens", max_new_tokens) != max_new_tokens:
+        raise ValueError(f"--base-records {folder} cut its answers at {run['max_new_tokens']} new tokens, these "
+                         f"samples at {max_new_tokens}; leave --base-records out")
+    return {r["id"]: (r.get("prompt_hash"), r["raw"]) for r in read_records(folder)
+            if r.get("arm") == "base" and r.get("config_hash") == base["config_hash"] and r.get("run", 0) == 0}
 
 
 def run_conditions(model, processor, samples, config: VARConfig, names, seeds,
@@ -333,7 +347,8 @@ def analyze_ablations(model, processor, samples, config: VARConfig, out_dir, *, 
     unknown = [n for n in names if n not in ABLATIONS]
     if unknown:
         raise ValueError(f"unknown ablations {unknown}; choose from {', '.join(DEFAULT_ABLATIONS)}")
-    base_answers = read_base_answers(base_records, model_name) if base_records else None
+    base_answers = (read_base_answers(base_records, model_name, samples[0].max_new_tokens if samples else None)
+                    if base_records else None)
     records, residual = run_conditions(model, processor, samples, config, names, seeds, base_answers)
     summary = summarize(records, names, seeds)
     with_sink = sum(bool(r["visual_sink_layers"]) for r in records)
