@@ -583,3 +583,18 @@ def test_heads_figure_says_where_var_changes_nothing_because_no_prompt_had_a_vis
     assert "VAR changed nothing" in seen[0]._suptitle.get_text()
     heads.heads_figure(result, (2, 3, 4), tmp_path / "all.png", skips_layers_without_visual_sink=False)
     assert [t.get_text() for t in seen[1].axes[0].get_yticklabels()] == ["0*", "1*", "2", "3", "4"]
+
+
+def test_a_report_into_an_earlier_runs_folder_removes_the_figures_it_did_not_draw(tmp_path):
+    """A second run into the same --out replaces the report: the earlier run's figures this one did not draw go
+    (they would pass for this run's), the ones it drew again stay, and other files are left alone."""
+    from vasink.analysis.report import Section, write_report
+
+    for name in ("heads.png", "heads_methods.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"\x89PNG")
+    write_report(tmp_path, "first", [Section("a", figures=[tmp_path / "heads.png", tmp_path / "heads_methods.png"])],
+                 {"prompts": 2}, {})
+    assert json.loads((tmp_path / "numbers.json").read_text())["figures"] == ["heads.png", "heads_methods.png"]
+    write_report(tmp_path, "second", [Section("a", figures=[tmp_path / "heads.png"])], {"prompts": 1}, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heads.png", "notes.txt", "numbers.json", "report.html"]
+    assert json.loads((tmp_path / "numbers.json").read_text())["prompts"] == 1

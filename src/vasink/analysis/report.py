@@ -98,10 +98,21 @@ def render_html(title: str, sections: list[Section], config: dict, intro: str = 
 
 def write_report(out_dir: str | Path, title: str, sections: list[Section], numbers: dict, config: dict,
                  intro: str = "") -> Path:
-    """Write ``report.html`` and ``numbers.json`` into ``out_dir`` (the figures are already there)."""
+    """Write ``report.html`` and ``numbers.json`` into ``out_dir`` (the figures are already there). A run into a
+    folder that holds an earlier run's report replaces it: the earlier run's figures that this one did not draw
+    (``numbers.json`` lists them) are removed, so none is taken for part of this run; other files stay."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "numbers.json").write_text(json.dumps(to_jsonable({"config": config, **numbers}), indent=1))
+    drawn = sorted({Path(f).name for section in sections for f in section.figures})
+    previous = out_dir / "numbers.json"
+    if previous.exists():
+        try:
+            earlier = json.loads(previous.read_text()).get("figures", [])
+        except json.JSONDecodeError:
+            earlier = []
+        for name in set(earlier) - set(drawn):
+            (out_dir / Path(name).name).unlink(missing_ok=True)
+    previous.write_text(json.dumps(to_jsonable({"config": config, **numbers, "figures": drawn}), indent=1))
     path = out_dir / "report.html"
     path.write_text(render_html(title, sections, config, intro), encoding="utf-8")
     return path
