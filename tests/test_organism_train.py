@@ -468,3 +468,36 @@ def test_a_resumed_run_refuses_another_seed_or_recipe_and_a_corrupt_state(tmp_pa
     assert (base / "recipe.json").read_text() == recorded
     assert main(["organism", "train", "--out", str(tmp_path / "x"), "--branch-from", str(base), "--fresh"]) == 2
     assert "--branch-from starts --out from another run's stage 1 and --fresh would delete it" in capsys.readouterr().err
+
+
+def test_a_run_killed_between_saves_logs_each_step_once(tmp_path, tiny_lm):
+    """A kill between two saves makes the run redo the steps since the last one: their first log rows go, so the
+    log lists each step once, in the order of an uninterrupted run."""
+    import shutil
+
+    def steps(run):
+        rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        return [(r.get("monitor", r).get("stage"), r.get("monitor", r).get("step"), "monitor" in r) for r in rows]
+
+    straight = tmp_path / "straight"
+    train(straight, recipe=_tiny(stage2_steps=2), log=lambda _: None, load_language_model=tiny_lm)
+    killed = tmp_path / "killed"
+    train(killed, recipe=_tiny(stage2_steps=2), log=lambda _: None, load_language_model=tiny_lm)
+    shutil.copyfile(killed / "state_stage1.safetensors", killed / "state.safetensors")  # last save: end of stage 1
+    (killed / "checkpoint").rename(tmp_path / "old-checkpoint")
+    train(killed, log=lambda _: None, load_language_model=tiny_lm)
+    assert steps(killed) == steps(straight)
+    assert any(stage == 2 for stage, _, _ in steps(killed))  # the redone steps are stage 2's
+
+
+def test_dropping_the_rows_after_a_saved_step_keeps_other_stages_rows(tmp_path):
+    from vasink.organism.state_file import drop_rows_after
+
+    rows = [{"stage": 0, "step": 10}, {"stage": 0, "step": 20}, {"stage": 0, "step": 30}, {"stage": "fit", "step": 50},
+            {"monitor": {"stage": 1, "step": 0}}, {"step": 10, "loss": 1.0}]
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"stage": 0, "st')  # a killed write's tail
+    drop_rows_after(log, 20, stages=(0,))  # stage 0 resumed at its step 20
+    assert [json.loads(line) for line in log.read_text().splitlines()] == rows[:2] + rows[3:]
+    drop_rows_after(log, 5, stages=(1, 2, None))  # stages 1-2 resumed at step 5
+    assert [json.loads(line) for line in log.read_text().splitlines()] == rows[:2] + rows[3:5]

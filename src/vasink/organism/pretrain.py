@@ -271,7 +271,7 @@ def run(out, seed: int, recipe, log, device: torch.device, deadline: float | Non
 
     from safetensors.torch import save_file
 
-    from .state_file import read_state, save_state
+    from .state_file import drop_rows_after, read_state, save_state
     from .train import _cosine, optimizer_step
 
     out = Path(out)
@@ -285,6 +285,7 @@ def run(out, seed: int, recipe, log, device: torch.device, deadline: float | Non
         optimizer.load_state_dict(saved["optimizer"])
         step, elapsed = saved["step"], saved["elapsed"]
         log(f"stage 0 resumed at step {step} ({elapsed / 60:.1f} min)")
+        drop_rows_after(out / "log.jsonl", step, stages=(0,))
     else:
         log(f"stage 0: the vision tower alone, {recipe.pretrain_steps} steps of {recipe.pretrain_batch} scenes")
     held_out = {k: v.to(device) for k, v in targets(scenes.sample("validation", EVAL_SCENES, seed=seed)).items()}

@@ -48,3 +48,21 @@ def read_state(path: Path) -> dict:
     optimizer = {"state": state, "param_groups": json.loads(meta["param_groups"])}
     return {"step": int(meta["step"]), "elapsed": float(meta["elapsed"]), "weights": weights,
             "optimizer": optimizer}
+
+
+def drop_rows_after(log_file: Path, step: int, stages: tuple) -> None:
+    """Remove the rows of ``stages`` (None: the loss rows of stages 1-2, which carry no stage) logged after
+    ``step``: a run killed between two saves resumes from the last one and logs those steps again."""
+    if not log_file.exists():
+        return
+    kept = []
+    for line in log_file.read_text().splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # the tail of a killed write
+            continue
+        inner = row.get("monitor", row)
+        if inner.get("stage") in stages and inner.get("step", 0) > step:
+            continue
+        kept.append(line)
+    log_file.write_text("".join(kept))

@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import build, data, language_model, pretrain, scenes
-from .state_file import read_state as _read_state, save_state as _save
+from .state_file import drop_rows_after, read_state as _read_state, save_state as _save
 
 LORA_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
@@ -331,6 +331,7 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
                                f"it was written by another recipe: train into a new --out folder")
         optimizer.load_state_dict(saved["optimizer"])
         log(f"resumed at step {step} ({elapsed / 60:.1f} min)")
+        drop_rows_after(out / "log.jsonl", step, stages=(1, 2, None))
 
     encoder = data.Encoder(processor.tokenizer)
     targets = (WordTargets(model, processor.tokenizer, recipe.word_places)
