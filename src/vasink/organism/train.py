@@ -238,8 +238,9 @@ def check_resume(out: Path, seed: int, recipe: Recipe) -> None:
     stream) and recipe, but for RESUME_FREE and, at the end of stage 1, STAGE2_FIELDS; anything else would mix two
     recipes in one checkpoint and label it with the second."""
     stored_file = out / "recipe.json"
-    if not stored_file.exists():
-        return
+    trained = ("state.safetensors", pretrain.STATE_FILE, pretrain.TOWER_FILE)
+    if not stored_file.exists() or not any((out / name).exists() for name in trained):
+        return  # nothing trained yet (a start that failed at once): the corrected command runs here
     stored = json.loads(stored_file.read_text())
     started = recipe_from_dict(stored["recipe"])
     hint = "train into a new --out (or pass --fresh to start this one over)"
