@@ -352,8 +352,9 @@ def _train(out: Path, seed: int, minutes, recipe: Recipe, log, load_language_mod
             log_file.write(json.dumps({"monitor": summary}) + "\n")
         while step < total:
             if step >= recipe.stage1_steps and not _has_lora(model):
-                _save(state_file, model, optimizer, step, time.time() - start)  # stage 1's result, kept aside
-                shutil.copyfile(state_file, out / "state_stage1.safetensors")
+                if step == recipe.stage1_steps:
+                    _save(state_file, model, optimizer, step, time.time() - start)  # stage 1's result, kept aside
+                    shutil.copyfile(state_file, out / "state_stage1.safetensors")
                 model = add_lora(model, recipe, seed)
                 optimizer = _optimizer(model, recipe.stage2_lr)
                 log(f"stage 2 from step {step}: LoRA rank {recipe.lora_rank} on the language model")
