@@ -302,6 +302,10 @@ def test_a_stage_2_variant_branches_from_another_runs_stage_1(tmp_path, tiny_lm)
     assert {row.get("stage") for row in rows[:shared]} >= {0, "fit"}
     assert all(row.get("monitor", row).get("stage", 2) == 2 and row.get("step", row.get("monitor", {}).get("step")) > 2
                for row in rows[shared:]) and len(rows) > shared
+
+    def kinds(tail):  # (kind, step) of each row: the same schedule, so the same rows as the base's stage 2, once
+        return [("monitor" in row, row.get("monitor", row)["step"]) for row in tail]
+    assert kinds(rows[shared:]) == kinds(base_rows[shared:])
     assert not list((tmp_path / "variant").glob(pretrain.STATE_FILE))
     lora = load_file(variant / "lora.safetensors")
     assert all(v.shape[0] == 4 for k, v in lora.items() if "lora_A" in k)

@@ -83,10 +83,10 @@ def load_model(spec: str = "organism", device: str | None = None, dtype: str | N
     from pathlib import Path
 
     exported_organism = Path(spec, "organism.json").is_file()  # a run of `vasink organism train`
+    import torch
+
     if spec == "organism" or exported_organism:
         from .. import organism
-
-        import torch
 
         folder = spec if exported_organism else None  # an export's own sink facts, never the shipped model's
         model, processor = organism.load(folder)
@@ -99,7 +99,6 @@ def load_model(spec: str = "organism", device: str | None = None, dtype: str | N
                    f"--facts {spec}/vasink.json`" if folder else "")
             return LoadedModel(model.to(device), processor, spec, None, f"{error}{how}")
 
-    import torch
     import transformers
     from transformers import AutoConfig, AutoProcessor
 

@@ -138,8 +138,7 @@ def _check_run(out: Path, run: dict, arms: Mapping[str, dict], decodings: Mappin
         if key in LATE_RUN_KEYS and (key not in stored["run"] or key not in run):
             continue
         if stored["run"].get(key) != run.get(key):
-            how = (f"pass --dtype {stored['run'][key]} to load the model as that run did, or "
-                   if key == "dtype" and stored["run"].get(key) in ("float32", "float16", "bfloat16") else "")
+            how = f"pass --dtype {stored['run'][key]} to load the model as that run did, or " if key == "dtype" else ""
             raise ConfigMismatch(f"{out} holds a run with {key}={stored['run'].get(key)!r}, but this run has "
                                  f"{key}={run.get(key)!r}; results would mix ({how}{hint})")
     hashes = {}

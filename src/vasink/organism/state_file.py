@@ -28,17 +28,27 @@ def save_state(path: Path, model, optimizer, step: int, elapsed: float) -> None:
     os.replace(tmp, path)
 
 
-def read_state(path: Path) -> dict:
+def saved_step(path: Path) -> int:
+    """The step a state file was saved at, from its header alone (no tensor is read)."""
+    return int(_read(path, tensors=False)[0]["step"])
+
+
+def _read(path: Path, tensors: bool = True) -> tuple[dict, dict]:
+    """(header metadata, tensors) of a state file; a truncated or foreign file is one error that names it."""
     from safetensors import safe_open
 
     try:
         with safe_open(path, "pt") as f:
             meta = f.metadata()
-        tensors = load_file(path)
+        return meta, (load_file(path) if tensors else {})
     except Exception as error:  # safetensors' own error type for a truncated or foreign file
         raise ValueError(f"{path}: not a readable training state ({type(error).__name__}: {error}); move it away "
                          f"to resume from the last stage boundary kept beside it, or pass --fresh to start over") \
             from None
+
+
+def read_state(path: Path) -> dict:
+    meta, tensors = _read(path)
     weights = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("weights/")}
     state: dict[int, dict] = {}
     for key, value in tensors.items():

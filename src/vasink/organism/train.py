@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import build, data, language_model, pretrain, scenes
-from .state_file import drop_rows_after, read_state as _read_state, save_state as _save
+from .state_file import drop_rows_after, read_state as _read_state, save_state as _save, saved_step
 
 LORA_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
@@ -208,23 +208,9 @@ def branch(from_run, out_dir, log=print) -> None:
     shutil.copyfile(needed[1], out / "state_stage1.safetensors")
     if (source / "recipe.json").exists():  # what the branch continues: the stage-2 fields may change (check_resume)
         shutil.copyfile(source / "recipe.json", out / "recipe.json")
-    if (source / "log.jsonl").exists():  # the branch's log starts with the stages it shares
-        (out / "log.jsonl").write_text("".join(log_before_stage2(source)))
+    if (source / "log.jsonl").exists():  # the branch's log: the stages it shares (the resume drops the rest)
+        shutil.copyfile(source / "log.jsonl", out / "log.jsonl")
     log(f"branched from {source} at the end of stage 1")
-
-
-def log_before_stage2(run) -> list[str]:
-    """The lines of ``run``'s log.jsonl up to its first stage-2 row (stage 0, the warm start, stage 1)."""
-    run = Path(run)
-    stage1_steps = recipe_file(run / "recipe.json").stage1_steps
-    kept = []
-    for line in (run / "log.jsonl").read_text().splitlines(keepends=True):
-        row = json.loads(line)
-        stage = row.get("monitor", row).get("stage")
-        if stage == 2 or (stage is None and "loss" in row and row["step"] > stage1_steps):
-            break
-        kept.append(line)
-    return kept
 
 
 # fields a resumed run may change at any time (how it runs, not what it learns)
@@ -233,21 +219,19 @@ RESUME_FREE = ("threads", "save_every_s", "monitor_every")
 STAGE2_FIELDS = ("stage2_steps", "stage2_lr", "lora_rank", "lora_alpha", "stage2_families", "caption_context")
 
 
-def check_resume(out: Path, seed: int, recipe: Recipe) -> None:
-    """A run resumed (or branched) into ``out`` continues what its state was trained with: the same seed (the data
-    stream) and recipe, but for RESUME_FREE and, at the end of stage 1, STAGE2_FIELDS; anything else would mix two
-    recipes in one checkpoint and label it with the second."""
-    stored_file = out / "recipe.json"
+def check_resume(out: Path, seed: int, recipe: Recipe, stored: dict | None) -> None:
+    """A run resumed (or branched) into ``out`` continues what its state was trained with (``stored``: its
+    recipe.json): the same seed (the data stream) and recipe, but for RESUME_FREE and, at the end of stage 1,
+    STAGE2_FIELDS; anything else would mix two recipes in one checkpoint and label it with the second."""
     trained = ("state.safetensors", pretrain.STATE_FILE, pretrain.TOWER_FILE)
-    if not stored_file.exists() or not any((out / name).exists() for name in trained):
+    if stored is None or not any((out / name).exists() for name in trained):
         return  # nothing trained yet (a start that failed at once): the corrected command runs here
-    stored = json.loads(stored_file.read_text())
     started = recipe_from_dict(stored["recipe"])
     hint = "train into a new --out (or pass --fresh to start this one over)"
     if stored.get("seed", 0) != seed:
         raise ValueError(f"{out} was trained with --seed {stored.get('seed', 0)}; resume it with that seed, or {hint}")
     state_file = out / "state.safetensors"
-    at_branch_point = state_file.exists() and _read_state(state_file)["step"] == started.stage1_steps
+    at_branch_point = state_file.exists() and saved_step(state_file) == started.stage1_steps
     free = RESUME_FREE + (STAGE2_FIELDS if at_branch_point else ())
     before, after = dataclasses.asdict(started), dataclasses.asdict(recipe)
     changed = [k for k in before if before[k] != after[k] and k not in free]
@@ -280,7 +264,7 @@ def train(out_dir, seed: int | None = None, minutes: float | None = None, recipe
         recipe = recipe or recipe_from_dict(stored["recipe"])
         seed = seed if seed is not None else stored.get("seed", 0)
     recipe, seed = recipe or Recipe(), seed if seed is not None else 0
-    check_resume(out, seed, recipe)
+    check_resume(out, seed, recipe, stored)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
