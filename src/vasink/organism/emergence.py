@@ -93,9 +93,14 @@ def plot(runs: dict[str, dict], out) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), constrained_layout=True)
+    from matplotlib.lines import Line2D
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     styles = {"early": ":", "middle": "--", "late": "-"}
+    # the band panels share one key below the figure: a colour per run, a line style per band
+    run_key = [Line2D([], [], color=colours[k % len(colours)], label=label) for k, label in enumerate(runs)]
+    band_layers = None
     for k, (label, run) in enumerate(runs.items()):
         colour = colours[k % len(colours)]
         stage0 = run["stage0"]
@@ -112,23 +117,21 @@ def plot(runs: dict[str, dict], out) -> Path:
             continue
         steps = [m["step"] for m in monitors]
         tau = monitors[0].get("sink_tau")
-        for key, ax, what in (("vis_med", axes[0, 1], "median"), ("vis_p99", axes[0, 1], "p99")):
-            for band, series in band_series(monitors, key).items():
-                ax.plot(steps, series, styles[band], color=colour, alpha=1.0 if what == "p99" else 0.5,
-                        label=f"{label}: {band} {what}" if k == 0 or band == "late" else None)
+        band_layers = band_layers or bands(len(monitors[0]["layers"]))
+        for name, alpha in (("vis_med", 0.5), ("vis_p99", 1.0)):  # median faint, 99th percentile strong
+            for band, series in band_series(monitors, name).items():
+                axes[0, 1].plot(steps, series, styles[band], color=colour, alpha=alpha)
         if tau is not None and k == 0:
             axes[0, 1].axhline(tau, color="black", linewidth=0.8, label=f"the monitor's tau ({tau})")  # named in the
             # legend below the panel: a label inside the panel would sit on the early band's curves
-        for band, series in band_series(monitors, "vis_sinks").items():
-            axes[0, 2].plot(steps, 100 * series, styles[band], color=colour, label=f"{label}: {band}")
-        for band, series in band_series(monitors, "att_visual").items():
-            axes[1, 1].plot(steps, series, styles[band], color=colour, label=f"{label}: {band}")
-        for band, series in band_series(monitors, "att_top_visual").items():
-            axes[1, 2].plot(steps, series, styles[band], color=colour, label=f"{label}: {band}")
+        for ax, name, scale in ((axes[0, 2], "vis_sinks", 100), (axes[1, 1], "att_visual", 1),
+                                (axes[1, 2], "att_top_visual", 1)):
+            for band, series in band_series(monitors, name).items():
+                ax.plot(steps, scale * series, styles[band], color=colour)
         if run.get("stage2_from") is not None:
             for ax in axes[:, 1:].flat:
                 ax.axvline(run["stage2_from"], color=colour, linewidth=0.6, alpha=0.5)
-    titles = [["stage 0: tower alone, held-out accuracy", "visual phi on the sink dim (per band)",
+    titles = [["stage 0: tower alone, held-out accuracy", "visual phi on the sink dim (faint: median, strong: p99)",
                "% of visual tokens above tau"],
               ["stage 0: tower's largest token norm / median", "attention from text queries to all visual tokens",
                "attention to the most-attended visual token"]]
@@ -141,6 +144,11 @@ def plot(runs: dict[str, dict], out) -> Path:
             ax.set_xlabel(xlabels[r][c], fontsize=9)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.16), ncol=2, frameon=False)
+    if band_layers:
+        run_key += [Line2D([], [], color="grey", linestyle=styles[band], label=f"layers {r.start}-{r.stop - 1} ({band})")
+                    for band, r in band_layers.items()]
+        fig.legend(handles=run_key, loc="outside lower center", ncol=len(run_key), fontsize=8, frameon=False,
+                   title="stage 1-2 panels: colour = run, line = band of layers", title_fontsize=8)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
